@@ -1,0 +1,50 @@
+//! The published state of all groups that delivery threads turn into plugin snapshots.
+//!
+//! The group table replaces the whole view after a change, but each group's member list is
+//! an `Arc<[Member]>` rebuilt only when that group changed, so publishing costs a pointer per
+//! group, and a snapshot is assembled by the delivery thread only when it is about to
+//! deliver: a storm of changes costs one snapshot per delivery, not one per change.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rgap_plugin_api::{GroupSnapshot, Member};
+
+/// One group as published.
+#[derive(Debug, Clone)]
+pub struct GroupState {
+    pub id: u64,
+    pub ready: bool,
+    /// Bumped each time `members` or `ready` is replaced.
+    pub revision: u64,
+    pub members: Arc<[Member]>,
+}
+
+/// Every group, in config order.
+#[derive(Debug, Clone, Default)]
+pub struct GroupsView {
+    pub groups: Vec<GroupState>,
+}
+
+impl GroupsView {
+    /// Borrowed FFI snapshots of every group, valid while `self` lives.
+    pub fn snapshots(&self) -> Vec<GroupSnapshot<'_>> {
+        self.groups
+            .iter()
+            .map(|group| GroupSnapshot {
+                id: group.id,
+                ready: group.ready,
+                revision: group.revision,
+                members: group.members.as_ref().into(),
+            })
+            .collect()
+    }
+}
+
+/// The latest view, shared between the group table (writer) and delivery threads (readers).
+pub type SharedView = Arc<ArcSwap<GroupsView>>;
+
+/// A shared view holding `view`.
+pub fn shared_view(view: GroupsView) -> SharedView {
+    Arc::new(ArcSwap::from_pointee(view))
+}

@@ -1,0 +1,258 @@
+//! The plugin author's side: an ordinary Rust trait, [`OutputPlugin`], and the glue that
+//! [`export_output!`](crate::export_output) instantiates inside the plugin. The glue decodes
+//! the spec, routes the plugin's `tracing` events to the host, and turns every panic into a
+//! [`PluginError`] so that no panic ever crosses the FFI boundary (that would abort rgap).
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr};
+use serde::de::DeserializeOwned;
+
+use crate::abi::{HostBox, OutputBox, Output_TO};
+use crate::log_bridge;
+use crate::types::{Event, GroupSnapshot, HostStats, LogLevel, PluginError};
+
+/// The error type plugin methods return; any error converts into it with `?`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a plugin author implements. All methods but `create` have do-nothing defaults.
+///
+/// The host calls an instance from one thread at a time, in order. Methods should return
+/// promptly: the host never waits for a slow plugin (its events collapse into a `Resync`),
+/// but long work belongs on the plugin's own threads.
+pub trait OutputPlugin: Sized + Send + 'static {
+    /// The `kind` operators write in YAML. The file must be named `librgap_output_<KIND>.so`.
+    const KIND: &'static str;
+    /// One line shown by `rgap plugins`.
+    const DESCRIPTION: &'static str;
+    /// The `spec` mapping from YAML. Use `#[serde(deny_unknown_fields)]` so a typo is an
+    /// error, and `#[serde(default)]` on optional keys: an absent or null `spec` is decoded
+    /// from an empty mapping.
+    type Spec: DeserializeOwned;
+
+    /// Builds an instance; an error here stops rgap at start with the message shown.
+    fn create(spec: Self::Spec, host: HostHandle) -> Result<Self, BoxError>;
+
+    /// A membership change.
+    fn on_event(&mut self, _event: &Event) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// The state of every group after the preceding events.
+    fn on_snapshot(&mut self, _groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Shutdown: finish running work and release resources.
+    fn stop(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// The host as a plugin sees it: logging goes through `tracing` as usual; this handle gives
+/// the rest, and lets the plugin's own threads log under this instance's name.
+#[derive(Clone)]
+pub struct HostHandle {
+    host: HostBox,
+    dispatch: tracing::Dispatch,
+}
+
+impl HostHandle {
+    fn new(host: HostBox) -> Self {
+        let dispatch = log_bridge::dispatch_for(host.clone());
+        HostHandle { host, dispatch }
+    }
+
+    /// Listener counters at this moment.
+    pub fn stats(&self) -> HostStats {
+        self.host.stats()
+    }
+
+    /// This instance's name in logs, e.g. `hostsfile#2`.
+    pub fn instance_name(&self) -> String {
+        self.host.instance_name().to_string()
+    }
+
+    /// Runs `f` with `tracing` events attributed to this instance. Wrap the body of every
+    /// thread the plugin spawns in it; calls from the host are wrapped already.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+
+    /// Writes a log line directly, bypassing `tracing`.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        self.host.log(level, RStr::from_str("plugin"), RStr::from_str(message));
+    }
+}
+
+thread_local! {
+    /// Set while this thread is inside a boundary call, where a panic is caught and reported.
+    static IN_BOUNDARY: Cell<bool> = const { Cell::new(false) };
+    /// The message and location of the last panic on this thread, recorded by the hook.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs this plugin's panic hook (a cdylib has its own std, so its own hook): it records
+/// the message with its location for the boundary to report, and logs panics on the
+/// plugin's own threads, which no boundary catches.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = format!("{} at {}", payload_text(info.payload()), location_text(info));
+            if IN_BOUNDARY.with(Cell::get) {
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some(message));
+            } else {
+                let thread = std::thread::current();
+                let name = thread.name().unwrap_or("unnamed");
+                tracing::error!("plugin thread {name} panicked: {message}");
+            }
+        }));
+    });
+}
+
+fn location_text(info: &std::panic::PanicHookInfo<'_>) -> String {
+    info.location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_else(|| "unknown location".to_owned())
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Runs `f` inside the boundary: tracing goes to `dispatch`, a panic becomes an error.
+fn guarded<R>(
+    dispatch: &tracing::Dispatch,
+    f: impl FnOnce() -> Result<R, BoxError>,
+) -> Result<R, PluginError> {
+    let was_inside = IN_BOUNDARY.with(|inside| inside.replace(true));
+    let outcome = tracing::dispatcher::with_default(dispatch, || catch_unwind(AssertUnwindSafe(f)));
+    IN_BOUNDARY.with(|inside| inside.set(was_inside));
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(PluginError::failed(error_chain(&*error))),
+        Err(payload) => {
+            let recorded = LAST_PANIC.with(|last| last.borrow_mut().take());
+            Err(PluginError::panicked(recorded.unwrap_or_else(|| payload_text(&*payload))))
+        }
+    }
+}
+
+/// An error and its sources on one line: "a: b: c".
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Decodes a spec; absent, empty or null means an empty mapping, so that required keys are
+/// reported as missing and optional ones take their defaults. Errors carry the key path.
+pub fn decode_spec<S: DeserializeOwned>(spec_yaml: &str) -> Result<S, BoxError> {
+    let value: serde_yaml::Value = if spec_yaml.trim().is_empty() {
+        serde_yaml::Value::Null
+    } else {
+        serde_yaml::from_str(spec_yaml)?
+    };
+    let value = match value {
+        serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+        other => other,
+    };
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            format!("spec: {inner}").into()
+        } else {
+            format!("spec.{path}: {inner}").into()
+        }
+    })
+}
+
+/// The `create` entry point, instantiated inside each plugin by `export_output!`.
+///
+/// Everything runs under `catch_unwind`: this is called from an `extern "C"` function, where
+/// an escaping panic would abort the whole listener.
+#[doc(hidden)]
+pub fn create_entry<P: OutputPlugin>(
+    spec_yaml: RStr<'_>,
+    host: HostBox,
+) -> RResult<OutputBox, PluginError> {
+    let spec_text = spec_yaml.as_str();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        install_panic_hook();
+        log_bridge::install_global_default(host.clone());
+        let handle = HostHandle::new(host);
+        let dispatch = handle.dispatch.clone();
+        guarded(&dispatch, || {
+            let spec = decode_spec::<P::Spec>(spec_text)?;
+            P::create(spec, handle)
+        })
+        .map(|plugin| Output_TO::from_value(Adapter { plugin: Some(plugin), dispatch }, TD_Opaque))
+    }));
+    match outcome {
+        Ok(Ok(output)) => RResult::ROk(output),
+        Ok(Err(error)) => RResult::RErr(error),
+        Err(payload) => RResult::RErr(PluginError::panicked(payload_text(&*payload))),
+    }
+}
+
+/// Wraps a plugin so that every call from the host is guarded, its drop included.
+struct Adapter<P: OutputPlugin> {
+    plugin: Option<P>,
+    dispatch: tracing::Dispatch,
+}
+
+impl<P: OutputPlugin> Adapter<P> {
+    fn call(&mut self, f: impl FnOnce(&mut P) -> Result<(), BoxError>) -> RResult<(), PluginError> {
+        let Some(plugin) = self.plugin.as_mut() else {
+            return RResult::RErr(PluginError::failed("instance was stopped or poisoned"));
+        };
+        guarded(&self.dispatch, || f(plugin)).into()
+    }
+}
+
+impl<P: OutputPlugin> crate::abi::Output for Adapter<P> {
+    fn on_event(&mut self, event: &Event) -> RResult<(), PluginError> {
+        self.call(|plugin| plugin.on_event(event))
+    }
+
+    fn on_snapshot(&mut self, groups: RSlice<'_, GroupSnapshot<'_>>) -> RResult<(), PluginError> {
+        self.call(|plugin| plugin.on_snapshot(groups.as_slice()))
+    }
+
+    fn stop(&mut self) -> RResult<(), PluginError> {
+        self.call(|plugin| plugin.stop())
+    }
+}
+
+impl<P: OutputPlugin> Drop for Adapter<P> {
+    fn drop(&mut self) {
+        // A panicking destructor must not unwind into the host either.
+        let plugin = self.plugin.take();
+        let result = guarded(&self.dispatch, move || {
+            drop(plugin);
+            Ok(())
+        });
+        if let Err(error) = result {
+            tracing::dispatcher::with_default(&self.dispatch, || {
+                tracing::error!("dropping the instance failed: {error}");
+            });
+        }
+    }
+}
