@@ -43,7 +43,7 @@ enum Command {
 #[derive(clap::Args)]
 struct AgentArgs {
     /// Redundancy group identifier (unsigned 64-bit integer)
-    #[arg(short, long)]
+    #[arg(short, long, allow_negative_numbers = true)]
     group: String,
     /// IP address this node announces to the group
     #[arg(short, long, env = "RGAP_ADDRESS")]
@@ -52,7 +52,8 @@ struct AgentArgs {
     #[arg(short = 'k', long, env = "RGAP_PSK", hide_env_values = true)]
     psk: Option<String>,
     /// Send every INTERVAL (Go duration, e.g. 5s, 1m30s); without it, send once and exit
-    #[arg(short, long, value_name = "INTERVAL")]
+    // Hyphen values allowed so that "-5s" reaches our parser and gets our message.
+    #[arg(short, long, value_name = "INTERVAL", allow_hyphen_values = true)]
     interval: Option<String>,
     /// Destination host:port[@iface|@ip/prefix]; repeat for several
     #[arg(short, long = "dst", value_name = "DST", default_value = DEFAULT_DESTINATION)]
@@ -120,9 +121,7 @@ fn line(error: impl Display) -> CliError {
 fn print_out(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    write(&mut out)
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write to stdout: {e}"))
+    write(&mut out).and_then(|()| out.flush()).map_err(|e| format!("cannot write to stdout: {e}"))
 }
 
 fn agent_options(args: AgentArgs) -> Result<AgentOptions, CliError> {
@@ -140,35 +139,23 @@ fn agent_options(args: AgentArgs) -> Result<AgentOptions, CliError> {
 }
 
 fn parse_group(text: &str) -> Result<u64, CliError> {
-    text.parse().map_err(|_| {
-        format!(
-            "--group: {text:?} is not a group number (0 to {})",
-            u64::MAX
-        )
-    })
+    text.parse().map_err(|_| format!("--group: {text:?} is not a group number (0 to {})", u64::MAX))
 }
 
 /// An absent or empty value counts as missing: an exported-but-empty variable is a mistake.
 fn required<'a>(value: Option<&'a str>, name: &str, hint: &str) -> Result<&'a str, CliError> {
-    value
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| format!("{name}: required ({hint})"))
+    value.filter(|v| !v.is_empty()).ok_or_else(|| format!("{name}: required ({hint})"))
 }
 
 fn parse_address(value: Option<&str>) -> Result<IpAddr, CliError> {
     const NAME: &str = "--address/RGAP_ADDRESS";
     let text = required(value, NAME, "the IP address this node announces")?;
-    text.parse()
-        .map_err(|_| format!("{NAME}: {text:?} is not an IP address"))
+    text.parse().map_err(|_| format!("{NAME}: {text:?} is not an IP address"))
 }
 
 fn parse_psk(value: Option<&str>) -> Result<Psk, CliError> {
     const NAME: &str = "--psk/RGAP_PSK";
-    let text = required(
-        value,
-        NAME,
-        "64 hex characters; make one with `rgap genpsk`",
-    )?;
+    let text = required(value, NAME, "64 hex characters; make one with `rgap genpsk`")?;
     // The error never echoes the text: it is (nearly) a secret.
     Psk::from_hex(text).map_err(|e| format!("{NAME}: {e}"))
 }

@@ -1,0 +1,281 @@
+//! End-to-end: the real `rgap agent` sends to real UDP sockets, and every datagram is checked
+//! with an HMAC written here, independently of `rgap-core`, so a bug shared by the encoder and
+//! the verifier in the library cannot hide.
+
+use std::net::{Ipv6Addr, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The fields of a datagram that passed the independent check.
+#[derive(Debug)]
+struct Decoded {
+    group: u64,
+    timestamp_unix_us: i64,
+    address: [u8; 16],
+}
+
+/// HMAC-SHA256(psk, "RGAP announce" || bytes[..34]) as the design specifies it.
+fn sign(psk_hex: &str, header: &[u8]) -> Vec<u8> {
+    let key = hex::decode(psk_hex).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(b"RGAP announce");
+    mac.update(header);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks length, version and signature, then reads the fields; panics on any mismatch.
+fn verify(psk_hex: &str, datagram: &[u8]) -> Decoded {
+    assert_eq!(datagram.len(), 66, "datagram length");
+    assert_eq!(&datagram[..2], &[0x01, 0x00], "version");
+    assert_eq!(sign(psk_hex, &datagram[..34]), &datagram[34..], "signature");
+    Decoded {
+        group: u64::from_be_bytes(datagram[2..10].try_into().unwrap()),
+        timestamp_unix_us: i64::from_be_bytes(datagram[10..18].try_into().unwrap()),
+        address: datagram[18..34].try_into().unwrap(),
+    }
+}
+
+fn mapped(v4: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[10] = 0xff;
+    out[11] = 0xff;
+    out[12..].copy_from_slice(&v4);
+    out
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// A UDP socket standing in for a listener.
+struct Capture {
+    socket: UdpSocket,
+}
+
+impl Capture {
+    fn bind(addr: &str) -> Self {
+        Self { socket: UdpSocket::bind(addr).unwrap() }
+    }
+
+    fn dst(&self) -> String {
+        self.socket.local_addr().unwrap().to_string()
+    }
+
+    /// The next datagram, or None once `WAIT` has passed.
+    fn next(&self) -> Option<Vec<u8>> {
+        self.next_before(Instant::now() + WAIT)
+    }
+
+    fn next_before(&self, deadline: Instant) -> Option<Vec<u8>> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        self.socket.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        let mut buf = [0u8; 1500];
+        let len = self.socket.recv(&mut buf).ok()?;
+        Some(buf[..len].to_vec())
+    }
+}
+
+/// `rgap agent` with no inherited RGAP_* settings.
+fn agent(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgap"));
+    cmd.arg("agent")
+        .args(args)
+        .env_remove("RGAP_ADDRESS")
+        .env_remove("RGAP_PSK")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs a one-shot command to completion, killing it if it outlives the deadline.
+fn finish(mut cmd: Command) -> Output {
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("rgap did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}, stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Kills a long-running agent even if an assertion fails first.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn one_shot_ipv4_announcement_verifies_independently() {
+    let capture = Capture::bind("127.0.0.1:0");
+    let before = now_us();
+    let output = finish(agent(&["-g", "1000", "-a", "127.1.2.3", "-k", PSK, "-d", &capture.dst()]));
+    assert_success(&output);
+    let got = verify(PSK, &capture.next().expect("no datagram"));
+    assert_eq!(got.group, 1000);
+    assert_eq!(got.address, mapped([127, 1, 2, 3]));
+    assert!(got.timestamp_unix_us >= before && got.timestamp_unix_us <= now_us());
+}
+
+#[test]
+fn ipv6_member_announced_to_an_ipv6_destination() {
+    let capture = Capture::bind("[::1]:0");
+    let output = finish(agent(&["-g", "7", "-a", "2001:db8::7", "-k", PSK, "-d", &capture.dst()]));
+    assert_success(&output);
+    let got = verify(PSK, &capture.next().expect("no datagram"));
+    assert_eq!(got.group, 7);
+    assert_eq!(got.address, "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+}
+
+#[test]
+fn every_destination_receives_in_one_run() {
+    let captures =
+        [Capture::bind("127.0.0.1:0"), Capture::bind("127.0.0.1:0"), Capture::bind("[::1]:0")];
+    let mut args = vec!["-g".to_string(), "3".into(), "-a".into(), "10.0.0.3".into()];
+    args.extend(["-k".to_string(), PSK.into()]);
+    for capture in &captures {
+        args.extend(["-d".to_string(), capture.dst()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_success(&finish(agent(&args)));
+    for capture in &captures {
+        let got = verify(PSK, &capture.next().expect("a destination got nothing"));
+        assert_eq!((got.group, got.address), (3, mapped([10, 0, 0, 3])));
+    }
+}
+
+#[test]
+fn interval_repeats_with_increasing_timestamps() {
+    let capture = Capture::bind("127.0.0.1:0");
+    let child =
+        agent(&["-g", "9", "-a", "10.0.0.9", "-k", PSK, "-i", "100ms", "-d", &capture.dst()])
+            .spawn()
+            .unwrap();
+    let _running = Running(child);
+    let deadline = Instant::now() + WAIT;
+    let timestamps: Vec<i64> = (0..3)
+        .map(|_| capture.next_before(deadline).expect("fewer than 3 datagrams"))
+        .map(|datagram| verify(PSK, &datagram).timestamp_unix_us)
+        .collect();
+    assert!(
+        timestamps.windows(2).all(|w| w[1] - w[0] >= 50_000),
+        "timestamps should be about 100ms apart: {timestamps:?}"
+    );
+}
+
+#[test]
+fn address_and_psk_come_from_the_environment() {
+    let capture = Capture::bind("127.0.0.1:0");
+    let mut cmd = agent(&["-g", "1000", "-d", &capture.dst()]);
+    cmd.env("RGAP_ADDRESS", "127.1.2.3").env("RGAP_PSK", PSK);
+    assert_success(&finish(cmd));
+    let got = verify(PSK, &capture.next().expect("no datagram"));
+    assert_eq!(got.address, mapped([127, 1, 2, 3]));
+}
+
+#[test]
+fn flags_override_the_environment() {
+    let capture = Capture::bind("127.0.0.1:0");
+    let mut cmd = agent(&["-g", "1", "-a", "10.1.1.1", "-d", &capture.dst()]);
+    cmd.env("RGAP_ADDRESS", "10.2.2.2").env("RGAP_PSK", PSK);
+    assert_success(&finish(cmd));
+    assert_eq!(verify(PSK, &capture.next().unwrap()).address, mapped([10, 1, 1, 1]));
+}
+
+#[test]
+fn a_failing_destination_does_not_stop_the_good_one() {
+    let capture = Capture::bind("[::1]:0");
+    let output = finish(agent(&[
+        "-g",
+        "5",
+        "-a",
+        "10.0.0.5",
+        "-k",
+        PSK,
+        "-d",
+        "239.1.2.3:8271@nosuch0",
+        "-d",
+        &capture.dst(),
+        "-d",
+        "[ff02::1]:8271@nosuch0",
+    ]));
+    assert_success(&output);
+    assert_eq!(verify(PSK, &capture.next().expect("good destination got nothing")).group, 5);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("239.1.2.3:8271@nosuch0"), "{stderr}");
+    assert!(stderr.contains("[ff02::1]:8271@nosuch0"), "{stderr}");
+}
+
+#[test]
+fn one_shot_that_reaches_nobody_fails() {
+    let output =
+        finish(agent(&["-g", "5", "-a", "10.0.0.5", "-k", PSK, "-d", "239.1.2.3:8271@nosuch0"]));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.lines().last().unwrap().starts_with("error: "), "{stderr}");
+}
+
+/// Reads one `key=value` of a `[section]` in the shared Go test vectors.
+fn go_vector_field(section: &str, key: &str) -> String {
+    let path = std::env::var("RGAP_VECTORS").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/announcements.txt").into()
+    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut in_section = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == format!("[{section}]");
+        } else if let Some(value) = line.strip_prefix(&format!("{key}=")) {
+            if in_section {
+                return value.to_string();
+            }
+        }
+    }
+    panic!("{path}: no {key} in [{section}]")
+}
+
+#[test]
+fn layout_matches_the_go_agent() {
+    let section = "valid go-agent-ipv4";
+    let psk = go_vector_field(section, "psk");
+    let go_packet = hex::decode(go_vector_field(section, "packet")).unwrap();
+    // The independent signer reproduces the Go agent's packet from its own header...
+    assert_eq!(sign(&psk, &go_packet[..34]), &go_packet[34..]);
+    let go = verify(&psk, &go_packet);
+
+    // ...and rgap, given the same command line, differs from it only in the timestamp.
+    let capture = Capture::bind("127.0.0.1:0");
+    let output =
+        finish(agent(&["-g", "1000", "-a", "127.1.2.3", "-k", &psk, "-d", &capture.dst()]));
+    assert_success(&output);
+    let mut ours = capture.next().expect("no datagram");
+    let decoded = verify(&psk, &ours);
+    assert_eq!((decoded.group, decoded.address), (go.group, go.address));
+    ours[10..18].copy_from_slice(&go.timestamp_unix_us.to_be_bytes());
+    let resigned = sign(&psk, &ours[..34]);
+    ours[34..].copy_from_slice(&resigned);
+    assert_eq!(ours, go_packet);
+}
