@@ -55,10 +55,13 @@ fn short_psk_names_the_flag_and_the_length() {
     assert_eq!(one_error_line(out), "error: --psk/RGAP_PSK: expected 64 hex characters, got 12");
 }
 
+/// Agent arguments, environment, and the start of the expected error line.
+type BadInput<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn each_bad_agent_input_is_one_line_naming_the_flag() {
     let bad_hex = format!("{}zz", &PSK[..62]);
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[BadInput] = &[
         (&["-g", "1", "-k", PSK], &[], "--address/RGAP_ADDRESS: required"),
         (
             &["-g", "1", "-a", "10.0.0"],

@@ -62,11 +62,9 @@ pub enum DurationErrorKind {
 /// Parses a Go duration string such as "1m30s" into a non-negative [`Duration`].
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     parse_nanos(text)
-        .map(|nanos| nanos_to_duration(nanos as u64))
-        .map_err(|kind| DurationError {
-            text: text.to_string(),
-            kind,
-        })
+        // parse_nanos caps the value at i64::MAX, so it fits in u64.
+        .map(|nanos| Duration::from_nanos(nanos as u64))
+        .map_err(|kind| DurationError { text: text.to_string(), kind })
 }
 
 /// Formats like Go's `Duration.String`: "0s", "250ms", "1.5µs", "1m30s", "2h0m0s".
@@ -101,10 +99,6 @@ fn fraction(value: u128, digits: usize) -> String {
     }
     let padded = format!("{value:0digits$}");
     format!(".{}", padded.trim_end_matches('0'))
-}
-
-fn nanos_to_duration(nanos: u64) -> Duration {
-    Duration::from_nanos(nanos)
 }
 
 /// The parser proper, as Go's: `[-+]? (number unit)+`, or a lone "0".
@@ -146,9 +140,8 @@ fn parse_component(text: &str) -> Result<(u128, &str), DurationErrorKind> {
     if whole.is_empty() && frac.is_empty() {
         return Err(DurationErrorKind::ExpectedNumber(text.to_string()));
     }
-    let unit_len = after_number
-        .find(|c: char| c == '.' || c.is_ascii_digit())
-        .unwrap_or(after_number.len());
+    let unit_len =
+        after_number.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after_number.len());
     let (unit, rest) = after_number.split_at(unit_len);
     if unit.is_empty() {
         let number = &text[..text.len() - after_number.len()];
@@ -185,16 +178,12 @@ fn digits_value(digits: &str) -> Result<u128, DurationErrorKind> {
     if digits.len() > 30 {
         return Err(DurationErrorKind::Overflow);
     }
-    Ok(digits
-        .bytes()
-        .fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0')))
+    Ok(digits.bytes().fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0')))
 }
 
 /// Splits the leading ASCII digits off `text`.
 fn split_digits(text: &str) -> (&str, &str) {
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     text.split_at(end)
 }
 
@@ -291,10 +280,7 @@ mod tests {
         assert_eq!(parse("15s").unwrap(), Duration::from_secs(15));
         assert_eq!(parse("250ms").unwrap(), ms(250));
         assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(
-            parse("2h45m").unwrap(),
-            Duration::from_secs(2 * 3600 + 45 * 60)
-        );
+        assert_eq!(parse("2h45m").unwrap(), Duration::from_secs(2 * 3600 + 45 * 60));
         assert_eq!(parse("1.5h").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse(".5s").unwrap(), ms(500));
         assert_eq!(parse("1.s").unwrap(), Duration::from_secs(1));
@@ -303,10 +289,7 @@ mod tests {
         assert_eq!(parse("7us").unwrap(), Duration::from_micros(7));
         assert_eq!(parse("7µs").unwrap(), Duration::from_micros(7));
         assert_eq!(parse("7μs").unwrap(), Duration::from_micros(7));
-        assert_eq!(
-            parse("1h1m1s1ms1us1ns").unwrap().as_nanos(),
-            3_661_001_001_001
-        );
+        assert_eq!(parse("1h1m1s1ms1us1ns").unwrap().as_nanos(), 3_661_001_001_001);
     }
 
     #[test]
@@ -319,10 +302,7 @@ mod tests {
     #[test]
     fn fraction_is_truncated_to_nanoseconds_like_go() {
         assert_eq!(parse("1.0000000009s").unwrap().as_nanos(), 1_000_000_000);
-        assert_eq!(
-            parse("0.3333333333333333333333ms").unwrap().as_nanos(),
-            333_333
-        );
+        assert_eq!(parse("0.3333333333333333333333ms").unwrap().as_nanos(), 333_333);
     }
 
     #[test]
@@ -379,10 +359,7 @@ mod tests {
         let d: GoDuration = serde_yaml::from_str("1500000000").unwrap();
         assert_eq!(d.get(), ms(1500));
         let err = serde_yaml::from_str::<GoDuration>("15 parsecs").unwrap_err();
-        assert!(
-            err.to_string().contains("invalid duration \"15 parsecs\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("invalid duration \"15 parsecs\""), "{err}");
         assert!(serde_yaml::from_str::<GoDuration>("-1").is_err());
     }
 
