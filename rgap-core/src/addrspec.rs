@@ -83,10 +83,7 @@ impl AddrSpec {
     /// Parses `host:port`, `[v6]:port` or `:port`, each optionally followed by `@iface` or
     /// `@ip/prefix`.
     pub fn parse(spec: &str) -> Result<Self, AddrSpecError> {
-        let syntax = |reason: String| AddrSpecError::Syntax {
-            spec: spec.to_string(),
-            reason,
-        };
+        let syntax = |reason: String| AddrSpecError::Syntax { spec: spec.to_string(), reason };
         // Interface names and networks never contain '@', and neither does an address.
         let (host_port, selector) = match spec.split_once('@') {
             Some((host_port, selector)) => (host_port, Some(selector)),
@@ -103,23 +100,15 @@ impl AddrSpec {
             return Ok(None);
         };
         let spec = self.to_string();
-        let addrs = interface_addresses().map_err(|error| AddrSpecError::Os {
-            spec: spec.clone(),
-            error,
-        })?;
+        let addrs = interface_addresses()
+            .map_err(|error| AddrSpecError::Os { spec: spec.clone(), error })?;
         let found = match selector {
-            InterfaceSelector::Name(name) => {
-                find_by_name(&addrs, name).ok_or_else(|| AddrSpecError::NoSuchInterface {
-                    spec: spec.clone(),
-                    name: name.clone(),
-                })
-            }
-            InterfaceSelector::Cidr(net) => {
-                find_in_network(&addrs, net).ok_or_else(|| AddrSpecError::NoInterfaceInNetwork {
-                    spec: spec.clone(),
-                    net: *net,
-                })
-            }
+            InterfaceSelector::Name(name) => find_by_name(&addrs, name).ok_or_else(|| {
+                AddrSpecError::NoSuchInterface { spec: spec.clone(), name: name.clone() }
+            }),
+            InterfaceSelector::Cidr(net) => find_in_network(&addrs, net).ok_or_else(|| {
+                AddrSpecError::NoInterfaceInNetwork { spec: spec.clone(), net: *net }
+            }),
         }?;
         Ok(Some(found))
     }
@@ -154,13 +143,9 @@ impl<'de> serde::Deserialize<'de> for AddrSpec {
 
 fn parse_host_port(text: &str) -> Result<SocketAddr, String> {
     if let Some(bracketed) = text.strip_prefix('[') {
-        let (host, rest) = bracketed
-            .split_once(']')
-            .ok_or("missing ']' after IPv6 address")?;
+        let (host, rest) = bracketed.split_once(']').ok_or("missing ']' after IPv6 address")?;
         let port = rest.strip_prefix(':').ok_or("missing :port")?;
-        let ip: Ipv6Addr = host
-            .parse()
-            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        let ip: Ipv6Addr = host.parse().map_err(|_| format!("{host:?} is not an IPv6 address"))?;
         return Ok(SocketAddr::new(IpAddr::V6(ip), parse_port(port)?));
     }
     let (host, port) = text.rsplit_once(':').ok_or("missing :port")?;
@@ -178,8 +163,7 @@ fn parse_host_port(text: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_port(port: &str) -> Result<u16, String> {
-    port.parse()
-        .map_err(|_| format!("{port:?} is not a port number (0-65535)"))
+    port.parse().map_err(|_| format!("{port:?} is not a port number (0-65535)"))
 }
 
 fn parse_selector(text: &str) -> Result<InterfaceSelector, String> {
@@ -220,13 +204,10 @@ fn ip_of(addr: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
 
 fn find_by_name(addrs: &[IfAddr], name: &str) -> Option<Interface> {
     addrs.iter().find(|a| a.name == name)?;
-    let ipv4 = addrs
-        .iter()
-        .filter(|a| a.name == name)
-        .find_map(|a| match a.ip {
-            Some(IpAddr::V4(v4)) => Some(v4),
-            _ => None,
-        });
+    let ipv4 = addrs.iter().filter(|a| a.name == name).find_map(|a| match a.ip {
+        Some(IpAddr::V4(v4)) => Some(v4),
+        _ => None,
+    });
     interface(name, ipv4)
 }
 
@@ -245,11 +226,7 @@ fn find_in_network(addrs: &[IfAddr], net: &IpNet) -> Option<Interface> {
 
 fn interface(name: &str, ipv4: Option<Ipv4Addr>) -> Option<Interface> {
     let index = nix::net::if_::if_nametoindex(name).ok()?;
-    Some(Interface {
-        name: name.to_string(),
-        index,
-        ipv4,
-    })
+    Some(Interface { name: name.to_string(), index, ipv4 })
 }
 
 #[cfg(test)]
@@ -269,14 +246,8 @@ mod tests {
 
     #[test]
     fn parses_plain_v4_and_v6() {
-        assert_eq!(
-            parse("239.82.71.65:8271").addr,
-            "239.82.71.65:8271".parse().unwrap()
-        );
-        assert_eq!(
-            parse("[ff02::1]:8271").addr,
-            "[ff02::1]:8271".parse().unwrap()
-        );
+        assert_eq!(parse("239.82.71.65:8271").addr, "239.82.71.65:8271".parse().unwrap());
+        assert_eq!(parse("[ff02::1]:8271").addr, "[ff02::1]:8271".parse().unwrap());
         assert_eq!(parse("127.0.0.1:8271").interface, None);
     }
 
@@ -288,29 +259,19 @@ mod tests {
     #[test]
     fn parses_interface_name_and_network() {
         let by_name = parse("239.82.71.65:8271@eth0");
-        assert_eq!(
-            by_name.interface,
-            Some(InterfaceSelector::Name("eth0".into()))
-        );
+        assert_eq!(by_name.interface, Some(InterfaceSelector::Name("eth0".into())));
         let by_net = parse("239.82.71.65:8271@192.168.0.0/16");
         assert_eq!(
             by_net.interface,
             Some(InterfaceSelector::Cidr("192.168.0.0/16".parse().unwrap()))
         );
         let v6 = parse("[ff02::1]:8271@fd00::/8");
-        assert_eq!(
-            v6.interface,
-            Some(InterfaceSelector::Cidr("fd00::/8".parse().unwrap()))
-        );
+        assert_eq!(v6.interface, Some(InterfaceSelector::Cidr("fd00::/8".parse().unwrap())));
     }
 
     #[test]
     fn display_round_trips() {
-        for text in [
-            "239.82.71.65:8271",
-            "[ff02::1]:8271@eth0",
-            "10.0.0.1:1@10.0.0.0/8",
-        ] {
+        for text in ["239.82.71.65:8271", "[ff02::1]:8271@eth0", "10.0.0.1:1@10.0.0.0/8"] {
             assert_eq!(parse(text).to_string(), text);
         }
     }
@@ -340,10 +301,7 @@ mod tests {
 
     #[test]
     fn resolves_loopback_by_name() {
-        let lo = parse("127.0.0.1:8271@lo")
-            .resolve_interface()
-            .unwrap()
-            .unwrap();
+        let lo = parse("127.0.0.1:8271@lo").resolve_interface().unwrap().unwrap();
         assert_eq!(lo.name, "lo");
         assert!(lo.index > 0);
         assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
@@ -351,27 +309,20 @@ mod tests {
 
     #[test]
     fn resolves_loopback_by_network() {
-        let lo = parse("127.0.0.1:8271@127.0.0.0/8")
-            .resolve_interface()
-            .unwrap()
-            .unwrap();
+        let lo = parse("127.0.0.1:8271@127.0.0.0/8").resolve_interface().unwrap().unwrap();
         assert_eq!(lo.name, "lo");
         assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
     }
 
     #[test]
     fn unknown_interface_is_a_clear_error() {
-        let err = parse("127.0.0.1:8271@nosuch0")
-            .resolve_interface()
-            .unwrap_err();
+        let err = parse("127.0.0.1:8271@nosuch0").resolve_interface().unwrap_err();
         assert_eq!(
             err.to_string(),
             "127.0.0.1:8271@nosuch0: no network interface named \"nosuch0\""
         );
         // No interface can hold 0.0.0.0 itself, whatever network this machine is on.
-        let err = parse("127.0.0.1:8271@0.0.0.0/32")
-            .resolve_interface()
-            .unwrap_err();
+        let err = parse("127.0.0.1:8271@0.0.0.0/32").resolve_interface().unwrap_err();
         assert_eq!(
             err.to_string(),
             "127.0.0.1:8271@0.0.0.0/32: no network interface has an address in 0.0.0.0/32"

@@ -101,16 +101,9 @@ pub struct Agent {
 impl Agent {
     /// Prepares the agent; sockets open on the first round.
     pub fn new(group: u64, address: IpAddr, psk: Psk, destinations: Vec<AddrSpec>) -> Self {
-        let destinations = destinations
-            .into_iter()
-            .map(|spec| Destination { spec, socket: None })
-            .collect();
-        Self {
-            group,
-            address,
-            psk,
-            destinations,
-        }
+        let destinations =
+            destinations.into_iter().map(|spec| Destination { spec, socket: None }).collect();
+        Self { group, address, psk, destinations }
     }
 
     /// Signs a fresh announcement (timestamp = now) and sends it to every destination.
@@ -126,11 +119,7 @@ impl Agent {
                 }
             }
         }
-        tracing::debug!(
-            sent = report.sent,
-            failed = report.failed,
-            "announcement round"
-        );
+        tracing::debug!(sent = report.sent, failed = report.failed, "announcement round");
         report
     }
 
@@ -177,9 +166,7 @@ fn open_socket(spec: &AddrSpec) -> Result<UdpSocket, DestinationError> {
         }
     } else if let Some(interface) = &interface {
         // Unicast has no "send via" option; binding to the device is the equivalent.
-        socket
-            .bind_device(Some(interface.name.as_bytes()))
-            .map_err(DestinationError::Open)?;
+        socket.bind_device(Some(interface.name.as_bytes())).map_err(DestinationError::Open)?;
     }
     Ok(socket.into())
 }
@@ -233,10 +220,9 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
 
 fn log_start(opts: &AgentOptions) {
     let destinations: Vec<String> = opts.destinations.iter().map(ToString::to_string).collect();
-    let every = opts.interval.map_or_else(
-        || "once".to_string(),
-        |i| format!("every {}", duration::format(i)),
-    );
+    let every = opts
+        .interval
+        .map_or_else(|| "once".to_string(), |i| format!("every {}", duration::format(i)));
     tracing::info!(
         group = opts.group,
         address = %opts.address,
@@ -269,9 +255,7 @@ mod tests {
 
     fn receiver() -> (UdpSocket, AddrSpec) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let spec = AddrSpec::parse(&socket.local_addr().unwrap().to_string()).unwrap();
         (socket, spec)
     }
@@ -288,9 +272,7 @@ mod tests {
         assert_eq!(agent.send_round(), RoundReport { sent: 1, failed: 0 });
         let mut buf = [0u8; 128];
         let len = socket.recv(&mut buf).unwrap();
-        let got = Verifier::new(&psk())
-            .verify_and_decode(&buf[..len])
-            .unwrap();
+        let got = Verifier::new(&psk()).verify_and_decode(&buf[..len]).unwrap();
         assert_eq!(got.group, 5);
         assert_eq!(got.address, "10.9.8.7".parse::<IpAddr>().unwrap());
         assert!(got.timestamp_unix_us >= before);
@@ -329,8 +311,7 @@ mod tests {
             destinations: vec![],
         };
         assert!(matches!(run(opts.clone()), Err(AgentError::NoDestinations)));
-        opts.destinations
-            .push(AddrSpec::parse("127.0.0.1:9").unwrap());
+        opts.destinations.push(AddrSpec::parse("127.0.0.1:9").unwrap());
         assert!(matches!(run(opts), Err(AgentError::ZeroInterval)));
     }
 }

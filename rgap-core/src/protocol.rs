@@ -159,9 +159,7 @@ impl<'a> RawAnnouncement<'a> {
         if self.version == VERSION {
             Ok(())
         } else {
-            Err(VerifyError::BadVersion {
-                found: self.version,
-            })
+            Err(VerifyError::BadVersion { found: self.version })
         }
     }
 
@@ -203,9 +201,7 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// Keys the HMAC with `psk` once.
     pub fn new(psk: &Psk) -> Self {
-        Self {
-            mac: keyed_mac(psk),
-        }
+        Self { mac: keyed_mac(psk) }
     }
 
     /// Checks the version, then the signature (constant time), and returns the fields.
@@ -214,8 +210,7 @@ impl Verifier {
         let bytes = raw.bytes();
         let mut mac = self.mac.clone();
         mac.update(&bytes[..SIGNED_LEN]);
-        mac.verify_slice(&bytes[SIGNED_LEN..])
-            .map_err(|_| VerifyError::BadSignature)?;
+        mac.verify_slice(&bytes[SIGNED_LEN..]).map_err(|_| VerifyError::BadSignature)?;
         Ok(raw.to_unverified())
     }
 
@@ -235,9 +230,7 @@ fn keyed_mac(psk: &Psk) -> HmacSha256 {
 }
 
 fn check_length(bytes: &[u8]) -> Result<&[u8; ANNOUNCEMENT_LEN], DecodeError> {
-    bytes
-        .try_into()
-        .map_err(|_| DecodeError::WrongLength { len: bytes.len() })
+    bytes.try_into().map_err(|_| DecodeError::WrongLength { len: bytes.len() })
 }
 
 fn be_u64(bytes: &[u8; ANNOUNCEMENT_LEN], at: usize) -> u64 {
@@ -277,9 +270,7 @@ mod tests {
 
     impl Vector {
         fn field(&self, key: &str) -> &str {
-            self.fields
-                .get(key)
-                .unwrap_or_else(|| panic!("vector {}: missing {key}", self.name))
+            self.fields.get(key).unwrap_or_else(|| panic!("vector {}: missing {key}", self.name))
         }
 
         fn psk(&self) -> Psk {
@@ -313,10 +304,7 @@ mod tests {
             }
             if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 let (kind, name) = header.split_once(' ').expect("[kind name]");
-                assert!(
-                    kind == "valid" || kind == "invalid",
-                    "unknown section {kind}"
-                );
+                assert!(kind == "valid" || kind == "invalid", "unknown section {kind}");
                 vectors.push(Vector {
                     valid: kind == "valid",
                     name: name.to_string(),
@@ -338,9 +326,7 @@ mod tests {
         if reason.contains("version") {
             // The packet in that vector carries this version; read it from the bytes.
             let packet = vector.packet();
-            VerifyError::BadVersion {
-                found: u16::from_be_bytes([packet[0], packet[1]]),
-            }
+            VerifyError::BadVersion { found: u16::from_be_bytes([packet[0], packet[1]]) }
         } else if reason.contains("signature") || reason.contains("psk") {
             VerifyError::BadSignature
         } else if reason.contains("bytes, not 66") {
@@ -378,12 +364,7 @@ mod tests {
         for vector in load_vectors().iter().filter(|v| !v.valid) {
             let packet = vector.packet();
             let got = Verifier::new(&vector.psk()).verify_and_decode(&packet);
-            assert_eq!(
-                got,
-                Err(expected_error(vector, packet.len())),
-                "vector {}",
-                vector.name
-            );
+            assert_eq!(got, Err(expected_error(vector, packet.len())), "vector {}", vector.name);
         }
     }
 
@@ -402,10 +383,7 @@ mod tests {
     #[test]
     fn ipv4_goes_on_the_wire_mapped_and_comes_back_as_v4() {
         let packet = encode_signed(&sample("10.1.2.3"), &psk(1));
-        assert_eq!(
-            &packet[18..34],
-            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]
-        );
+        assert_eq!(&packet[18..34], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
         let raw = RawAnnouncement::parse(&packet).unwrap();
         assert_eq!(raw.ip(), "10.1.2.3".parse::<IpAddr>().unwrap());
     }
@@ -415,10 +393,7 @@ mod tests {
         let mut packet = encode_signed(&sample("::1"), &psk(1));
         packet[0] = 0xee; // a bad version does not matter for peeking
         assert_eq!(peek_group(&packet), Ok(1000));
-        assert_eq!(
-            peek_group(&packet[..10]),
-            Err(DecodeError::WrongLength { len: 10 })
-        );
+        assert_eq!(peek_group(&packet[..10]), Err(DecodeError::WrongLength { len: 10 }));
     }
 
     #[test]

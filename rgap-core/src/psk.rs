@@ -46,10 +46,7 @@ impl Psk {
         // Check characters before length-in-bytes so that "12 chars" is reported as a length
         // problem only when every char is hex, and a typo is pointed at precisely.
         let count = text.chars().count();
-        if let Some((position, ch)) = text
-            .chars()
-            .enumerate()
-            .find(|(_, c)| !c.is_ascii_hexdigit())
+        if let Some((position, ch)) = text.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit())
         {
             return Err(PskError::NotHex { ch, position });
         }
@@ -139,10 +136,7 @@ mod tests {
         assert_eq!(err, PskError::WrongLength(12));
         assert_eq!(err.to_string(), "expected 64 hex characters, got 12");
         assert_eq!(Psk::from_hex("").unwrap_err(), PskError::WrongLength(0));
-        assert_eq!(
-            Psk::from_hex(&format!("{KEY}00")).unwrap_err(),
-            PskError::WrongLength(66)
-        );
+        assert_eq!(Psk::from_hex(&format!("{KEY}00")).unwrap_err(), PskError::WrongLength(66));
     }
 
     #[test]
@@ -150,13 +144,7 @@ mod tests {
         let mut bad = KEY.to_string();
         bad.replace_range(5..6, "g");
         let err = Psk::from_hex(&bad).unwrap_err();
-        assert_eq!(
-            err,
-            PskError::NotHex {
-                ch: 'g',
-                position: 5
-            }
-        );
+        assert_eq!(err, PskError::NotHex { ch: 'g', position: 5 });
         assert!(err.to_string().contains("'g' at position 5"), "{err}");
     }
 
@@ -181,10 +169,6 @@ mod tests {
         let psk: Psk = serde_yaml::from_str(KEY).unwrap();
         assert_eq!(psk.to_hex(), KEY);
         let err = serde_yaml::from_str::<Psk>("abc").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("expected 64 hex characters, got 3"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected 64 hex characters, got 3"), "{err}");
     }
 }
