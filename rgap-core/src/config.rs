@@ -135,7 +135,10 @@ impl Config {
         let mut ids = HashSet::new();
         for (index, group) in self.groups.iter().enumerate() {
             if !ids.insert(group.id) {
-                return Err((format!("groups[{index}].id"), format!("duplicate group id {}", group.id)));
+                return Err((
+                    format!("groups[{index}].id"),
+                    format!("duplicate group id {}", group.id),
+                ));
             }
             if group.expire.get().is_zero() {
                 return Err((format!("groups[{index}].expire"), "must be greater than 0".into()));
@@ -143,7 +146,10 @@ impl Config {
         }
         for (index, output) in self.outputs.iter().enumerate() {
             if output.kind.trim().is_empty() || output.kind.contains('/') {
-                return Err((format!("outputs[{index}].kind"), format!("invalid kind {:?}", output.kind)));
+                return Err((
+                    format!("outputs[{index}].kind"),
+                    format!("invalid kind {:?}", output.kind),
+                ));
             }
         }
         Ok(())
@@ -214,7 +220,8 @@ mod tests {
         let (key, message) = error_of(&config_with_group("  expire: 1s\n  expiry: 2s\n"));
         assert_eq!(key, "groups[0].expiry");
         assert!(message.contains("unknown field `expiry`"), "{message}");
-        let (_, message) = error_of(&format!("{}listne: []\n", config_with_group("  expire: 1s\n")));
+        let (_, message) =
+            error_of(&format!("{}listne: []\n", config_with_group("  expire: 1s\n")));
         assert!(message.contains("unknown field `listne`"), "{message}");
     }
 
@@ -239,7 +246,8 @@ mod tests {
 
     #[test]
     fn clock_skew_of_zero_or_above_expire_means_expire() {
-        let config = Config::parse(&config_with_group("  expire: 15s\n  clock_skew: 1m\n")).unwrap();
+        let config =
+            Config::parse(&config_with_group("  expire: 15s\n  clock_skew: 1m\n")).unwrap();
         assert_eq!(config.groups[0].effective_clock_skew(), Duration::from_secs(15));
         let config = Config::parse(&config_with_group("  expire: 15s\n")).unwrap();
         assert_eq!(config.groups[0].effective_clock_skew(), Duration::from_secs(15));

@@ -88,6 +88,7 @@
 
 mod abi;
 mod author;
+pub mod duration;
 mod log_bridge;
 mod types;
 

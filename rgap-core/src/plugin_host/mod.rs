@@ -10,7 +10,6 @@ mod loader;
 mod view;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -53,7 +52,7 @@ struct RunningOutput {
     name: String,
     mailbox: Arc<Mailbox>,
     thread: Option<JoinHandle<()>>,
-    finished: mpsc::Receiver<()>,
+    finished: crossbeam_channel::Receiver<()>,
 }
 
 /// All running outputs, in config order.
@@ -113,13 +112,13 @@ impl PluginHost {
             output.mailbox.request_stop();
             let started = Instant::now();
             match output.finished.recv_timeout(grace) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     if let Some(thread) = output.thread.take() {
                         let _ = thread.join();
                     }
                     tracing::debug!("output {} stopped in {:?}", output.name, started.elapsed());
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     tracing::warn!(
                         "output {} did not stop within {grace:?}; leaving it behind",
                         output.name
@@ -169,7 +168,7 @@ fn prepare(
 }
 
 fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> RunningOutput {
-    let (done, finished) = mpsc::channel();
+    let (done, finished) = crossbeam_channel::bounded(1);
     let name = delivery.name.clone();
     let mailbox = delivery.mailbox.clone();
     let thread = std::thread::Builder::new()

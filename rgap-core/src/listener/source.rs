@@ -1,0 +1,193 @@
+//! UDP sources: one socket and one thread per `listen` entry. The read loop is the hot path:
+//! datagrams are read in batches with `recvmmsg`, checked in place (cheap checks before the
+//! HMAC, nothing allocated per datagram), and each batch's accepted announcements go to the
+//! group table in one message.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Sender;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::addrspec::AddrSpec;
+use crate::protocol::unix_micros;
+
+use super::check::Checker;
+use super::stats::{BatchCounts, ListenerStats};
+use super::table::TableInput;
+
+/// Datagrams read per system call.
+const BATCH: usize = 64;
+/// Larger than an announcement, so an oversized datagram shows as the wrong length.
+const SLOT: usize = 80;
+/// How often a blocked read wakes to look at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+/// Kernel receive buffer asked for, to ride out bursts while the thread is busy.
+const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Opens the socket for `spec`: unicast, or multicast joined on the interface it names.
+pub fn open(spec: &AddrSpec) -> io::Result<UdpSocket> {
+    let addr = spec.addr;
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Lets several listeners (and a multicast and a unicast entry) share a port.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    set_receive_buffer(&socket);
+    let interface = spec
+        .resolve_interface()
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
+    match addr.ip() {
+        IpAddr::V4(group) if group.is_multicast() => {
+            socket.bind(&addr.into())?;
+            let local = interface.as_ref().and_then(|i| i.ipv4).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            socket.join_multicast_v4(&group, &local)?;
+            // Only this group's datagrams, not every group some socket joined.
+            socket.set_multicast_all_v4(false)?;
+        }
+        IpAddr::V6(group) if group.is_multicast() => {
+            let index = interface.as_ref().map_or(0, |i| i.index);
+            let mut bind_addr = addr;
+            if let SocketAddr::V6(v6) = &mut bind_addr {
+                v6.set_scope_id(index);
+            }
+            socket.bind(&bind_addr.into())?;
+            socket.join_multicast_v6(&group, index)?;
+            socket.set_multicast_all_v6(false)?;
+        }
+        _ => {
+            if let Some(interface) = &interface {
+                socket.bind_device(Some(interface.name.as_bytes()))?;
+            }
+            socket.bind(&addr.into())?;
+        }
+    }
+    socket.set_read_timeout(Some(STOP_POLL))?;
+    Ok(socket.into())
+}
+
+/// Asks for a large receive buffer; as root past `rmem_max`. Best effort: the default works.
+fn set_receive_buffer(socket: &Socket) {
+    let size = RECEIVE_BUFFER as libc::c_int;
+    let fd = socket.as_raw_fd();
+    // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the stated size.
+    let forced = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    }
+}
+
+/// Reusable buffers for one `recvmmsg` call.
+pub struct RecvBatch {
+    slots: Box<[[u8; SLOT]; BATCH]>,
+    lengths: [usize; BATCH],
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch { slots: Box::new([[0u8; SLOT]; BATCH]), lengths: [0; BATCH] }
+    }
+}
+
+impl RecvBatch {
+    /// Reads up to `BATCH` datagrams, waiting for the first; returns how many.
+    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        // Rebuilt per call: cheaper than keeping self-referential pointers, and tiny next to
+        // the system call.
+        let mut iovecs: [libc::iovec; BATCH] =
+            std::array::from_fn(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for ((slot, iovec), header) in self.slots.iter_mut().zip(&mut iovecs).zip(&mut headers) {
+            iovec.iov_base = slot.as_mut_ptr().cast();
+            iovec.iov_len = SLOT;
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: headers point at iovecs that point at slots, all alive for the call.
+        let received = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let received = received as usize;
+        for (length, header) in self.lengths.iter_mut().zip(&headers).take(received) {
+            *length = header.msg_len as usize;
+        }
+        Ok(received)
+    }
+
+    /// The `index`th datagram of the last read.
+    pub fn datagram(&self, index: usize) -> &[u8] {
+        &self.slots[index][..self.lengths[index]]
+    }
+}
+
+/// Everything a source thread needs.
+pub struct Source {
+    pub name: String,
+    pub socket: UdpSocket,
+    pub checker: Arc<Checker>,
+    pub stats: Arc<ListenerStats>,
+    pub table: Sender<TableInput>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Source {
+    /// Reads, checks and forwards until `stop` is set or the table has gone.
+    pub fn run(self) {
+        let mut batch = RecvBatch::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let received = match batch.receive(&self.socket) {
+                Ok(received) => received,
+                Err(error) if is_transient(&error) => continue,
+                Err(error) => {
+                    tracing::warn!("{}: receive failed: {error}", self.name);
+                    std::thread::sleep(STOP_POLL);
+                    continue;
+                }
+            };
+            let now_us = unix_micros(SystemTime::now());
+            let mut counts = BatchCounts { received: received as u64, ..BatchCounts::default() };
+            let mut accepted = TableInput::new();
+            for index in 0..received {
+                match self.checker.check(batch.datagram(index), now_us) {
+                    Ok(announcement) => accepted.push(announcement),
+                    Err(reason) => counts.drop(reason),
+                }
+            }
+            counts.accepted = accepted.len() as u64;
+            self.stats.add(&counts);
+            if !accepted.is_empty() && self.table.send(accepted).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}

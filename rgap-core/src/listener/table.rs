@@ -1,0 +1,360 @@
+//! The group table: who is in which group, until when. One thread owns it (see
+//! [`run_table`]); sources send it verified announcements, and it hands membership changes
+//! (events) and a published view to the plugin host.
+//!
+//! Semantics are the Go listener's: a new address joins; a known one has its expiry moved
+//! later, never earlier, and does not re-join; at its expiry it leaves. Deadlines are kept
+//! in monotonic time, computed from the announcement's wall-clock timestamp on arrival, so a
+//! wall-clock step does not expire everyone at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rgap_plugin_api::{Event, Member};
+
+use crate::config::GroupConfig;
+use crate::plugin_host::{GroupState, GroupsView, SharedView};
+use crate::protocol::unix_micros;
+
+use super::check::Accepted;
+
+/// A refresh only moves an expiry, which outputs need for TTLs but not urgently: it is
+/// published at most this often, while joins, leaves and readiness are published at once.
+pub const REFRESH_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// At most this many batches are applied before changes are published, to bound latency.
+const BATCHES_PER_CYCLE: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct MemberState {
+    expires_at_us: i64,
+    deadline: Instant,
+}
+
+struct Group {
+    id: u64,
+    ready: bool,
+    ready_at: Instant,
+    members: HashMap<[u8; 16], MemberState>,
+    /// Members changed (any way) since `published` was built.
+    stale: bool,
+    revision: u64,
+    published: Arc<[Member]>,
+}
+
+impl Group {
+    fn state(&self) -> GroupState {
+        GroupState {
+            id: self.id,
+            ready: self.ready,
+            revision: self.revision,
+            members: self.published.clone(),
+        }
+    }
+}
+
+/// Membership of every group, with expiry and readiness.
+pub struct GroupTable {
+    groups: Vec<Group>,
+    /// Earliest deadline first; one entry per member (re-pushed when found extended).
+    expiry: BinaryHeap<Reverse<(Instant, u32, [u8; 16])>>,
+    events: Vec<Event>,
+    membership_changed: bool,
+    refreshed_since: Option<Instant>,
+    view: SharedView,
+}
+
+impl GroupTable {
+    /// An empty table for `groups`, started at `start`; publishes the initial view.
+    pub fn new(groups: &[GroupConfig], start: Instant, view: SharedView) -> GroupTable {
+        let groups = groups
+            .iter()
+            .map(|config| Group {
+                id: config.id,
+                ready: false,
+                ready_at: start + config.readiness_delay.get(),
+                members: HashMap::new(),
+                stale: false,
+                revision: 0,
+                published: Arc::from([]),
+            })
+            .collect();
+        let mut table = GroupTable {
+            groups,
+            expiry: BinaryHeap::new(),
+            events: Vec::new(),
+            membership_changed: true,
+            refreshed_since: None,
+            view,
+        };
+        table.mark_ready(start);
+        table.publish();
+        table
+    }
+
+    /// Applies one verified announcement that arrived at `now` / `now_wall_us`.
+    pub fn apply(&mut self, announcement: &Accepted, now: Instant, now_wall_us: i64) {
+        let Some(group) = self.groups.get_mut(announcement.group_index as usize) else {
+            return;
+        };
+        let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
+        let deadline = now + Duration::from_micros(remaining_us as u64);
+        match group.members.get_mut(&announcement.address) {
+            Some(member) => {
+                if announcement.expires_at_us > member.expires_at_us {
+                    member.expires_at_us = announcement.expires_at_us;
+                    member.deadline = deadline;
+                    group.stale = true;
+                    self.refreshed_since.get_or_insert(now);
+                }
+            }
+            None => {
+                let state = MemberState { expires_at_us: announcement.expires_at_us, deadline };
+                group.members.insert(announcement.address, state);
+                group.stale = true;
+                self.membership_changed = true;
+                self.expiry.push(Reverse((
+                    deadline,
+                    announcement.group_index,
+                    announcement.address,
+                )));
+                self.events.push(Event::Join {
+                    group: group.id,
+                    member: Member {
+                        address: announcement.address,
+                        expires_at_unix_us: announcement.expires_at_us,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Removes every member whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, group_index, address))) = self.expiry.peek() {
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop();
+            let group = &mut self.groups[group_index as usize];
+            let Some(member) = group.members.get(&address).copied() else {
+                continue;
+            };
+            if member.deadline > deadline {
+                // Refreshed since this entry was pushed: wait for the new deadline.
+                self.expiry.push(Reverse((member.deadline, group_index, address)));
+                continue;
+            }
+            group.members.remove(&address);
+            group.stale = true;
+            self.membership_changed = true;
+            self.events.push(Event::Leave {
+                group: group.id,
+                member: Member { address, expires_at_unix_us: member.expires_at_us },
+            });
+        }
+    }
+
+    /// Marks groups whose readiness delay has passed as ready.
+    pub fn mark_ready(&mut self, now: Instant) {
+        for group in &mut self.groups {
+            if !group.ready && group.ready_at <= now {
+                group.ready = true;
+                group.stale = true;
+                self.membership_changed = true;
+                self.events.push(Event::Ready { group: group.id });
+            }
+        }
+    }
+
+    /// When the table next has work of its own to do (an expiry, a readiness, a publish).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let expiry = self.expiry.peek().map(|Reverse((deadline, _, _))| *deadline);
+        let readiness = self.groups.iter().filter(|g| !g.ready).map(|g| g.ready_at).min();
+        let publish = self.refreshed_since.map(|since| since + REFRESH_PUBLISH_INTERVAL);
+        [expiry, readiness, publish].into_iter().flatten().min()
+    }
+
+    /// Whether there is something to publish at `now`.
+    pub fn publish_due(&self, now: Instant) -> bool {
+        self.membership_changed
+            || self.refreshed_since.is_some_and(|since| now >= since + REFRESH_PUBLISH_INTERVAL)
+    }
+
+    /// Rebuilds the member lists of changed groups (only those) and replaces the view.
+    pub fn publish(&mut self) {
+        for group in &mut self.groups {
+            if group.stale {
+                group.published = group
+                    .members
+                    .iter()
+                    .map(|(address, state)| Member {
+                        address: *address,
+                        expires_at_unix_us: state.expires_at_us,
+                    })
+                    .collect();
+                group.revision += 1;
+                group.stale = false;
+            }
+        }
+        let view = GroupsView { groups: self.groups.iter().map(Group::state).collect() };
+        self.view.store(Arc::new(view));
+        self.membership_changed = false;
+        self.refreshed_since = None;
+    }
+
+    /// The events since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Number of live members in all groups.
+    pub fn member_count(&self) -> usize {
+        self.groups.iter().map(|group| group.members.len()).sum()
+    }
+}
+
+/// Input for the table thread: verified announcements, one batch per source read.
+pub type TableInput = Vec<Accepted>;
+
+/// The table thread: applies batches, expires members, publishes and notifies `notify`
+/// with the events (possibly none) after each publish. Ends when every source has gone.
+pub fn run_table(
+    mut table: GroupTable,
+    input: Receiver<TableInput>,
+    mut notify: impl FnMut(&[Event]),
+) {
+    notify(&table.take_events());
+    loop {
+        let received = match table.next_wakeup() {
+            Some(wakeup) => input.recv_deadline(wakeup),
+            None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let disconnected = match received {
+            Ok(batch) => {
+                let now = Instant::now();
+                let now_wall_us = unix_micros(std::time::SystemTime::now());
+                for announcement in &batch {
+                    table.apply(announcement, now, now_wall_us);
+                }
+                // Take what else is already queued before publishing once for all of it.
+                for batch in input.try_iter().take(BATCHES_PER_CYCLE) {
+                    for announcement in &batch {
+                        table.apply(announcement, now, now_wall_us);
+                    }
+                }
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        let now = Instant::now();
+        table.expire(now);
+        table.mark_ready(now);
+        if table.publish_due(now) || disconnected {
+            table.publish();
+            notify(&table.take_events());
+        }
+        if disconnected {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duration::GoDuration;
+    use crate::plugin_host::shared_view;
+    use crate::psk::Psk;
+
+    const GROUP: u64 = 1000;
+
+    fn group_config(readiness_delay: Duration) -> GroupConfig {
+        GroupConfig {
+            id: GROUP,
+            psk: Psk::from_hex(&"ab".repeat(32)).unwrap(),
+            expire: GoDuration(Duration::from_secs(15)),
+            clock_skew: GoDuration(Duration::ZERO),
+            readiness_delay: GoDuration(readiness_delay),
+        }
+    }
+
+    fn announce(last_octet: u8, expires_at_us: i64) -> Accepted {
+        let mut address = [0u8; 16];
+        address[10] = 0xff;
+        address[11] = 0xff;
+        address[12..].copy_from_slice(&[10, 0, 0, last_octet]);
+        Accepted { group_index: 0, address, expires_at_us }
+    }
+
+    fn members_of(view: &SharedView) -> Vec<Member> {
+        view.load().groups[0].members.to_vec()
+    }
+
+    #[test]
+    fn join_then_refresh_extends_without_rejoin() {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view.clone());
+        assert_eq!(table.take_events(), vec![Event::Ready { group: GROUP }]);
+        table.apply(&announce(1, 15_000_000), start, 0);
+        table.apply(&announce(1, 20_000_000), start, 0);
+        table.apply(&announce(1, 18_000_000), start, 0);
+        let events = table.take_events();
+        assert_eq!(events.len(), 1, "one join, no re-join: {events:?}");
+        table.publish();
+        assert_eq!(members_of(&view)[0].expires_at_unix_us, 20_000_000, "never moved earlier");
+    }
+
+    #[test]
+    fn member_leaves_at_its_latest_deadline() {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view);
+        table.take_events();
+        table.apply(&announce(1, 1_000_000), start, 0);
+        table.apply(&announce(1, 3_000_000), start, 0);
+        table.take_events();
+        table.expire(start + Duration::from_secs(2));
+        assert!(table.take_events().is_empty(), "refreshed member must survive the old deadline");
+        table.expire(start + Duration::from_secs(3));
+        let events = table.take_events();
+        assert!(matches!(events.as_slice(), [Event::Leave { group: GROUP, .. }]), "{events:?}");
+        assert_eq!(table.member_count(), 0);
+    }
+
+    #[test]
+    fn readiness_waits_for_the_delay() {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let mut table =
+            GroupTable::new(&[group_config(Duration::from_secs(5))], start, view.clone());
+        assert!(table.take_events().is_empty());
+        assert!(!view.load().groups[0].ready);
+        assert_eq!(table.next_wakeup(), Some(start + Duration::from_secs(5)));
+        table.mark_ready(start + Duration::from_secs(5));
+        table.publish();
+        assert_eq!(table.take_events(), vec![Event::Ready { group: GROUP }]);
+        assert!(view.load().groups[0].ready);
+    }
+
+    #[test]
+    fn only_changed_groups_are_rebuilt() {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let mut configs = vec![group_config(Duration::ZERO), group_config(Duration::ZERO)];
+        configs[1].id = 2000;
+        let mut table = GroupTable::new(&configs, start, view.clone());
+        let before = view.load_full();
+        table.apply(&announce(1, 1_000_000), start, 0);
+        table.publish();
+        let after = view.load_full();
+        assert_ne!(before.groups[0].revision, after.groups[0].revision);
+        assert_eq!(before.groups[1].revision, after.groups[1].revision);
+        assert!(Arc::ptr_eq(&before.groups[1].members, &after.groups[1].members));
+    }
+}
