@@ -240,8 +240,14 @@ fn one_shot_that_reaches_nobody_fails() {
 
 /// Reads one `key=value` of a `[section]` in the shared Go test vectors.
 fn go_vector_field(section: &str, key: &str) -> String {
+    // As in rgap-core's vector tests: $RGAP_VECTORS, the shared file, the testdata copy.
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/announcements.txt");
     let path = std::env::var("RGAP_VECTORS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/announcements.txt").into()
+        if std::path::Path::new(shared).is_file() {
+            shared.to_owned()
+        } else {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors/announcements.txt").to_owned()
+        }
     });
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut in_section = false;

@@ -282,14 +282,19 @@ mod tests {
         }
     }
 
+    /// `$RGAP_VECTORS`, else the shared vectors beside the repository, else the copy in
+    /// `testdata/` (for a clone tested on its own).
     fn vectors_path() -> PathBuf {
-        std::env::var_os("RGAP_VECTORS").map_or_else(
-            || {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../shared/vectors/announcements.txt")
-            },
-            PathBuf::from,
-        )
+        if let Some(path) = std::env::var_os("RGAP_VECTORS") {
+            return PathBuf::from(path);
+        }
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let shared = repo.join("../shared/vectors/announcements.txt");
+        if shared.is_file() {
+            shared
+        } else {
+            repo.join("testdata/vectors/announcements.txt")
+        }
     }
 
     /// Parses the ini-like vectors file: `# comments`, `[valid|invalid name]`, `key=value`.
