@@ -119,11 +119,28 @@ pub fn spawn_listener(config: &str) -> RunningListener {
 
 /// As [`spawn_listener`], with extra environment variables.
 pub fn spawn_listener_with_env(config: &str, env: &[(&str, &str)]) -> RunningListener {
+    spawn_listener_full(config, env, &[])
+}
+
+/// As [`spawn_listener`], run through `wrapper` (e.g. `ip netns exec NAME`), which must
+/// exec rgap in its place so that signals reach it.
+pub fn spawn_listener_wrapped(config: &str, wrapper: &[&str]) -> RunningListener {
+    spawn_listener_full(config, &[], wrapper)
+}
+
+fn spawn_listener_full(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> RunningListener {
     plugin_dir();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("rgap.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let mut command = Command::new(rgap_binary());
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(rgap_binary());
+            command
+        }
+        None => Command::new(rgap_binary()),
+    };
     command
         .arg("listener")
         .arg("-c")
