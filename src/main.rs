@@ -33,8 +33,8 @@ enum Command {
     Listener(ListenerArgs),
     /// Print a new random pre-shared key (64 hex characters)
     Genpsk,
-    /// List the output plugins found, with their versions
-    Plugins,
+    /// List the output plugins found, with their versions, and why any fail to load
+    Plugins(PluginsArgs),
     /// Print the rgap version and the plugin API version
     Version,
 }
@@ -65,6 +65,13 @@ struct ListenerArgs {
     /// Listener configuration (YAML)
     #[arg(short, long, default_value = "rgap.yaml")]
     config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct PluginsArgs {
+    /// Also search the `plugin_dirs` of this listener configuration
+    #[arg(short, long)]
+    config: Option<PathBuf>,
 }
 
 /// One line for stderr: what went wrong, naming the input at fault.
@@ -101,7 +108,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let psk = Psk::generate().map_err(line)?;
             print_out(|out| writeln!(out, "{}", psk.to_hex()))
         }
-        Command::Plugins => print_out(rgap_core::plugin_host::write_listing),
+        Command::Plugins(args) => {
+            let config_dirs = match &args.config {
+                Some(path) => rgap_core::config::Config::load(path).map_err(line)?.plugin_dirs,
+                None => Vec::new(),
+            };
+            let dirs = rgap_core::plugin_host::search_dirs(&config_dirs);
+            print_out(|out| rgap_core::plugin_host::write_listing_for(out, &dirs))
+        }
         Command::Version => print_out(|out| {
             writeln!(
                 out,
