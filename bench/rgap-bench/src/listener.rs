@@ -1,0 +1,140 @@
+//! Runs the real `rgap listener` (the release binary next to this one) on a generated
+//! config, watches its log, and measures it: CPU from `/proc` while it runs and exactly
+//! (user + system, peak RSS) from `wait4` when it exits.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Resource use of the finished listener.
+pub struct Usage {
+    pub cpu: Duration,
+    pub peak_rss_kib: u64,
+}
+
+pub struct BenchListener {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// The `rgap` binary built alongside this benchmark.
+pub fn rgap_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("own path");
+    me.parent().expect("own directory").join("rgap")
+}
+
+impl BenchListener {
+    /// Starts the listener on `config` in a fresh directory and waits until it has started.
+    pub fn start(config: &str) -> BenchListener {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rgap.yaml");
+        std::fs::write(&path, config).expect("writing config");
+        let binary = rgap_binary();
+        assert!(binary.is_file(), "{} missing: cargo build --release --workspace", binary.display());
+        let mut child = Command::new(&binary)
+            .args(["listener", "-c"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rgap");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let reader_log = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                reader_log.lock().unwrap().push(line);
+            }
+        });
+        let listener = BenchListener { child, log, dir };
+        listener.wait_for_log("listener started", Duration::from_secs(30));
+        listener
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in rgap's log:\n{}", self.log.lock().unwrap().join("\n"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// CPU time used so far (user + system, all threads), from /proc (10 ms resolution).
+    pub fn cpu_so_far(&self) -> Duration {
+        proc_cpu(self.pid())
+    }
+
+    /// Resident memory now, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// Stops it with SIGTERM and returns its exact resource use and its log.
+    pub fn stop(self) -> (Usage, Vec<String>) {
+        // SAFETY: signalling and reaping our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(self.pid(), &mut status, 0, &mut usage) };
+        assert_eq!(reaped, self.pid(), "wait4 failed");
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let used = Usage { cpu: tv(usage.ru_utime) + tv(usage.ru_stime), peak_rss_kib: usage.ru_maxrss as u64 };
+        std::thread::sleep(Duration::from_millis(50)); // let the reader drain the last lines
+        let log = self.log.lock().unwrap().clone();
+        (used, log)
+    }
+}
+
+fn proc_cpu(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+fn proc_status_kib(pid: i32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A value from the `datagram totals` log line, e.g. `accepted`.
+pub fn total(log: &[String], key: &str) -> u64 {
+    let line = log.iter().rev().find(|l| l.contains("datagram totals")).cloned().unwrap_or_default();
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(&format!("{key}=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lines of a file that contain `needle` (0 if the file does not exist yet).
+pub fn count_lines(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().filter(|l| l.contains(needle)).count())
+}
