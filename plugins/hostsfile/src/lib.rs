@@ -1,1 +1,219 @@
+//! `hostsfile`: keeps a hosts(5) file listing the live members of mapped groups, as the Go
+//! rgap's output of that name did.
+//!
+//! The file is the prepend lines, then per mapping one `<ip> <hostname>` line per member, or
+//! the mapping's fallback addresses (`<ip> <hostname> # fallback address used!`) while its
+//! group is empty, then the append lines. It is replaced atomically ([`atomic`]) within
+//! milliseconds of a change and checked every `interval` ([`writer`]); it is not written at
+//! all until every mapped group is ready.
 
+mod atomic;
+mod render;
+mod writer;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use rgap_plugin_api::duration::GoDuration;
+use rgap_plugin_api::{export_output, BoxError, GroupSnapshot, HostHandle, OutputPlugin};
+use serde::{Deserialize, Deserializer};
+
+use render::{Layout, Mapping, Waiting};
+use writer::Writer;
+
+/// `spec:` of a `hostsfile` output (the Go rgap's keys).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostsFileSpec {
+    /// How often the file on disk is checked and, if it differs, rewritten.
+    interval: GoDuration,
+    /// The hosts file; relative to the listener's working directory.
+    filename: PathBuf,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    mappings: Vec<MappingSpec>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    prepend_lines: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    append_lines: Vec<String>,
+}
+
+/// One entry of `mappings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingSpec {
+    group: u64,
+    hostname: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    fallback_addresses: Vec<IpAddr>,
+}
+
+/// A key written with no value (`prepend_lines:`) means an empty list, as it did in Go.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+struct HostsFile {
+    path: PathBuf,
+    layout: Layout,
+    /// The revision of each mapping's group at the last snapshot (`None` for a group the
+    /// listener does not have); unchanged revisions mean nothing to do.
+    revisions: Option<Vec<Option<u64>>>,
+    /// Why the file is not being written, as last logged.
+    waiting: Option<Waiting>,
+    writer: Writer,
+}
+
+impl OutputPlugin for HostsFile {
+    const KIND: &'static str = "hostsfile";
+    const DESCRIPTION: &'static str =
+        "Keeps a hosts file with an <ip> <hostname> line per group member, written atomically";
+    type Spec = HostsFileSpec;
+
+    fn create(spec: HostsFileSpec, host: HostHandle) -> Result<Self, BoxError> {
+        let interval = spec.interval.get();
+        if interval.is_zero() {
+            return Err("spec.interval: must be greater than 0".into());
+        }
+        if spec.filename.as_os_str().is_empty() {
+            return Err("spec.filename: must not be empty".into());
+        }
+        let layout = layout_from(spec.mappings, spec.prepend_lines, spec.append_lines)?;
+        let path = std::env::current_dir()
+            .map_err(|e| format!("spec.filename: cannot resolve {}: {e}", spec.filename.display()))?
+            .join(&spec.filename);
+        if path.is_dir() {
+            return Err(format!("spec.filename: {} is a directory", path.display()).into());
+        }
+        atomic::check_writable(&path)
+            .map_err(|e| format!("spec.filename: cannot write {}: {e}", path.display()))?;
+        let writer = Writer::spawn(path.clone(), interval, host)?;
+        Ok(HostsFile {
+            path,
+            revisions: None,
+            layout,
+            waiting: None,
+            writer,
+        })
+    }
+
+    fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
+        let revisions: Vec<Option<u64>> = self
+            .layout
+            .mappings
+            .iter()
+            .map(|m| groups.iter().find(|g| g.id == m.group).map(|g| g.revision))
+            .collect();
+        if self.revisions.as_ref() == Some(&revisions) {
+            return Ok(());
+        }
+        self.revisions = Some(revisions);
+        match self.layout.render(groups) {
+            Ok(content) => {
+                if self.waiting.take().is_some() {
+                    tracing::info!("every mapped group is ready: writing {}", self.path.display());
+                }
+                self.writer.publish(content);
+            }
+            Err(waiting) => {
+                if self.waiting.as_ref() != Some(&waiting) {
+                    if waiting.unknown.is_empty() {
+                        tracing::info!("not writing {} yet: {waiting}", self.path.display());
+                    } else {
+                        tracing::warn!("not writing {}: {waiting}", self.path.display());
+                    }
+                    self.waiting = Some(waiting);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), BoxError> {
+        Ok(self.writer.stop()?)
+    }
+}
+
+/// Checks the mappings and lines and builds the file's layout.
+fn layout_from(
+    mappings: Vec<MappingSpec>,
+    prepend_lines: Vec<String>,
+    append_lines: Vec<String>,
+) -> Result<Layout, BoxError> {
+    let mut checked = Vec::with_capacity(mappings.len());
+    for (index, mapping) in mappings.into_iter().enumerate() {
+        let hostname = mapping.hostname.trim();
+        if hostname.is_empty() {
+            return Err(format!("spec.mappings[{index}].hostname: must not be empty").into());
+        }
+        if hostname.contains(|c: char| c.is_whitespace() || c == '#') {
+            return Err(format!(
+                "spec.mappings[{index}].hostname: {hostname:?} cannot be a hosts file name \
+                 (no spaces or '#')"
+            )
+            .into());
+        }
+        checked.push(Mapping {
+            group: mapping.group,
+            hostname: hostname.to_owned(),
+            fallback_addresses: mapping
+                .fallback_addresses
+                .iter()
+                .map(IpAddr::to_canonical)
+                .collect(),
+        });
+    }
+    // As in Go: a trailing line break in a configured line does not double the newline.
+    let trim = |lines: Vec<String>| -> Vec<String> {
+        lines.into_iter().map(|line| line.trim_end_matches(['\r', '\n']).to_owned()).collect()
+    };
+    Ok(Layout {
+        prepend_lines: trim(prepend_lines),
+        mappings: checked,
+        append_lines: trim(append_lines),
+    })
+}
+
+export_output!(HostsFile);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rgap_plugin_api::decode_spec;
+
+    #[test]
+    fn spec_keys_are_the_go_ones_and_nothing_else() {
+        let spec: HostsFileSpec = decode_spec(
+            "interval: 5s\nfilename: hosts\nmappings:\n- group: 1000\n  hostname: worker\n  \
+             fallback_addresses: [1.2.3.4, '::ffff:5.6.7.8']\nprepend_lines:\nappend_lines: ['# end']\n",
+        )
+        .unwrap();
+        assert_eq!(spec.mappings[0].fallback_addresses.len(), 2);
+        assert!(spec.prepend_lines.is_empty());
+        let layout = layout_from(spec.mappings, spec.prepend_lines, spec.append_lines).unwrap();
+        assert_eq!(layout.mappings[0].fallback_addresses[1].to_string(), "5.6.7.8");
+
+        let error = decode_spec::<HostsFileSpec>(
+            "interval: 5s\nfilename: hosts\nmappings:\n- group: 1\n  hostnme: x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("spec.mappings[0].hostnme: unknown field `hostnme`"), "{error}");
+    }
+
+    #[test]
+    fn hostnames_must_fit_a_hosts_file() {
+        let mapping = |hostname: &str| MappingSpec {
+            group: 1,
+            hostname: hostname.into(),
+            fallback_addresses: vec![],
+        };
+        let error = layout_from(vec![mapping("a b")], vec![], vec![]).unwrap_err().to_string();
+        assert!(error.starts_with("spec.mappings[0].hostname:"), "{error}");
+        assert!(layout_from(vec![mapping(" ")], vec![], vec![]).is_err());
+        assert!(layout_from(vec![mapping("worker.example.com")], vec![], vec![]).is_ok());
+    }
+}

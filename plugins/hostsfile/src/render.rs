@@ -1,0 +1,166 @@
+//! What the hosts file says: the prepend lines, then for each mapping one `<ip> <hostname>`
+//! line per live member (sorted, so the file only changes when membership does), or the
+//! mapping's fallback addresses marked `# fallback address used!` when the group is empty,
+//! then the append lines. Nothing is rendered while a mapped group is not ready.
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use rgap_plugin_api::GroupSnapshot;
+
+/// One group's addresses under one hostname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub group: u64,
+    pub hostname: String,
+    pub fallback_addresses: Vec<IpAddr>,
+}
+
+/// The fixed parts of the file and the mappings in between, as configured.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub prepend_lines: Vec<String>,
+    pub mappings: Vec<Mapping>,
+    pub append_lines: Vec<String>,
+}
+
+/// Why the file cannot be written yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// Mapped groups that exist but have not passed their `readiness_delay`.
+    pub not_ready: Vec<u64>,
+    /// Mapped groups the listener does not have at all (a config mistake).
+    pub unknown: Vec<u64>,
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        match (self.not_ready.is_empty(), self.unknown.is_empty()) {
+            (false, true) => write!(f, "group(s) {} not ready yet", list(&self.not_ready)),
+            (true, false) => {
+                write!(f, "group(s) {} not configured in the listener", list(&self.unknown))
+            }
+            _ => write!(
+                f,
+                "group(s) {} not configured in the listener, group(s) {} not ready yet",
+                list(&self.unknown),
+                list(&self.not_ready)
+            ),
+        }
+    }
+}
+
+impl Layout {
+    /// The file's content for `groups`, or why there is none yet.
+    pub fn render(&self, groups: &[GroupSnapshot<'_>]) -> Result<String, Waiting> {
+        let mut waiting = Waiting { not_ready: Vec::new(), unknown: Vec::new() };
+        let mut found = Vec::with_capacity(self.mappings.len());
+        for mapping in &self.mappings {
+            match groups.iter().find(|group| group.id == mapping.group) {
+                Some(group) if group.ready => found.push(group),
+                Some(_) => push_once(&mut waiting.not_ready, mapping.group),
+                None => push_once(&mut waiting.unknown, mapping.group),
+            }
+        }
+        if !(waiting.not_ready.is_empty() && waiting.unknown.is_empty()) {
+            return Err(waiting);
+        }
+
+        let mut text = String::new();
+        for line in &self.prepend_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        for (mapping, group) in self.mappings.iter().zip(found) {
+            if group.members().is_empty() {
+                for address in &mapping.fallback_addresses {
+                    let _ =
+                        writeln!(text, "{address} {} # fallback address used!", mapping.hostname);
+                }
+                continue;
+            }
+            // IPv4 (unmapped, dotted) sorts before IPv6 (compressed); each numerically.
+            let mut addresses: Vec<IpAddr> = group.members().iter().map(|m| m.ip()).collect();
+            addresses.sort_unstable();
+            addresses.dedup();
+            for address in addresses {
+                let _ = writeln!(text, "{address} {}", mapping.hostname);
+            }
+        }
+        for line in &self.append_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        Ok(text)
+    }
+}
+
+fn push_once(ids: &mut Vec<u64>, id: u64) {
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rgap_plugin_api::Member;
+
+    fn member(ip: &str) -> Member {
+        let address = match ip.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Member { address, expires_at_unix_us: 0 }
+    }
+
+    fn group(id: u64, ready: bool, members: &[Member]) -> GroupSnapshot<'_> {
+        GroupSnapshot { id, ready, revision: 0, members: members.into() }
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            prepend_lines: vec!["# top".into()],
+            mappings: vec![
+                Mapping {
+                    group: 1,
+                    hostname: "worker".into(),
+                    fallback_addresses: vec!["1.2.3.4".parse().unwrap()],
+                },
+                Mapping {
+                    group: 2,
+                    hostname: "db".into(),
+                    fallback_addresses: vec![
+                        "5.6.7.8".parse().unwrap(),
+                        "2001:db8::5".parse().unwrap(),
+                    ],
+                },
+            ],
+            append_lines: vec!["# end".into()],
+        }
+    }
+
+    #[test]
+    fn members_sorted_then_fallbacks_for_an_empty_group() {
+        let members = [member("2001:db8::1"), member("10.0.0.2"), member("10.0.0.10")];
+        let text = layout().render(&[group(1, true, &members), group(2, true, &[])]).unwrap();
+        assert_eq!(
+            text,
+            "# top\n10.0.0.2 worker\n10.0.0.10 worker\n2001:db8::1 worker\n\
+             5.6.7.8 db # fallback address used!\n2001:db8::5 db # fallback address used!\n# end\n"
+        );
+    }
+
+    #[test]
+    fn nothing_while_a_group_is_not_ready_or_unknown() {
+        let waiting = layout().render(&[group(1, false, &[])]).unwrap_err();
+        assert_eq!(waiting, Waiting { not_ready: vec![1], unknown: vec![2] });
+        assert_eq!(
+            waiting.to_string(),
+            "group(s) 2 not configured in the listener, group(s) 1 not ready yet"
+        );
+        let waiting = layout().render(&[group(1, true, &[]), group(2, false, &[])]).unwrap_err();
+        assert_eq!(waiting.to_string(), "group(s) 2 not ready yet");
+    }
+}

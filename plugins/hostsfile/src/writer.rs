@@ -1,0 +1,204 @@
+//! The writer thread: it alone touches the hosts file, so the host's delivery thread never
+//! waits for the disk.
+//!
+//! The delivery thread publishes the content it wants; the writer wakes at once and writes
+//! it if it differs from what the writer last wrote (a snapshot that changes nothing, e.g. a
+//! refresh, costs no write). Every `interval` it also compares the file on disk with the
+//! wanted content and rewrites it if they differ, so an edit or a removal by someone else is
+//! undone, and a write that failed is retried; an identical file is left alone. At stop it
+//! makes that same check once more, then ends.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rgap_plugin_api::HostHandle;
+
+use crate::atomic;
+
+/// What the delivery thread and the writer share.
+#[derive(Default)]
+struct State {
+    /// The content the file should have; `None` until every mapped group is ready.
+    wanted: Option<Arc<str>>,
+    /// `wanted` changed since the writer last looked.
+    changed: bool,
+    stopping: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread that keeps `path` up to date, logging as this plugin instance.
+    pub fn spawn(path: PathBuf, interval: Duration, host: HostHandle) -> std::io::Result<Writer> {
+        let shared = Arc::new(Shared::default());
+        let thread_shared = shared.clone();
+        let thread =
+            std::thread::Builder::new().name("rgap hostsfile writer".into()).spawn(move || {
+                host.in_scope(|| {
+                    let mut file = TargetFile { path, written: None, failing: false };
+                    write_loop(&mut file, interval, &thread_shared);
+                })
+            })?;
+        Ok(Writer { shared, thread: Some(thread) })
+    }
+
+    /// Asks for `content` to be written, unless it is what was asked for last.
+    pub fn publish(&self, content: String) {
+        let mut state = self.shared.lock();
+        if state.wanted.as_deref() == Some(content.as_str()) {
+            return;
+        }
+        state.wanted = Some(content.into());
+        state.changed = true;
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    /// Makes the final write (if there is anything to write) and ends the thread.
+    pub fn stop(&mut self) -> Result<(), &'static str> {
+        self.shared.lock().stopping = true;
+        self.shared.wake.notify_one();
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| "the hostsfile writer thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Why the writer woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// New content was published: write it if it differs from what was last written.
+    Changed,
+    /// The interval passed: make sure the file on disk holds the wanted content.
+    Tick,
+    /// Stop: as for a tick, then end.
+    Stop,
+}
+
+fn write_loop(file: &mut TargetFile, interval: Duration, shared: &Shared) {
+    let mut next_tick = Instant::now() + interval;
+    loop {
+        let (wake, wanted) = {
+            let mut state = shared.lock();
+            let wake = loop {
+                if state.stopping {
+                    break Wake::Stop;
+                }
+                if state.changed {
+                    state.changed = false;
+                    break Wake::Changed;
+                }
+                let now = Instant::now();
+                if now >= next_tick {
+                    break Wake::Tick;
+                }
+                state = shared
+                    .wake
+                    .wait_timeout(state, next_tick - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            };
+            (wake, state.wanted.clone())
+        };
+        if let Some(wanted) = wanted {
+            match wake {
+                Wake::Changed => file.write_if_changed(&wanted),
+                Wake::Tick | Wake::Stop => file.assert_content(&wanted, wake == Wake::Tick),
+            }
+        }
+        match wake {
+            Wake::Stop => return,
+            Wake::Tick => next_tick = Instant::now() + interval,
+            Wake::Changed => {}
+        }
+    }
+}
+
+/// The hosts file and what the writer knows of it.
+struct TargetFile {
+    path: PathBuf,
+    /// The content of the last successful write.
+    written: Option<Arc<str>>,
+    /// The last write failed; a success is worth an info line.
+    failing: bool,
+}
+
+impl TargetFile {
+    /// Writes `wanted` unless it was the last content written.
+    fn write_if_changed(&mut self, wanted: &Arc<str>) {
+        if self.written.as_deref() != Some(&**wanted) {
+            self.write(wanted, false);
+        }
+    }
+
+    /// Rewrites the file if what is on disk is not `wanted` (edited, removed, never written).
+    fn assert_content(&mut self, wanted: &Arc<str>, periodic: bool) {
+        match std::fs::read(&self.path) {
+            Ok(on_disk) if on_disk == wanted.as_bytes() => {
+                self.written = Some(wanted.clone());
+            }
+            _ => {
+                // Our last write succeeded and is not what is there now: someone else
+                // edited or removed the file. (A failed write is simply retried.)
+                if self.written.is_some() && !self.failing {
+                    tracing::info!(
+                        "{} was changed or removed by someone else; rewriting it",
+                        self.path.display()
+                    );
+                }
+                self.write(wanted, periodic);
+            }
+        }
+    }
+
+    fn write(&mut self, wanted: &Arc<str>, periodic: bool) {
+        match atomic::replace(&self.path, wanted.as_bytes()) {
+            Ok(()) => {
+                if self.failing {
+                    tracing::info!("wrote {} again", self.path.display());
+                } else if self.written.is_none() {
+                    tracing::info!("wrote {}", self.path.display());
+                } else {
+                    tracing::debug!("wrote {}", self.path.display());
+                }
+                self.failing = false;
+                self.written = Some(wanted.clone());
+            }
+            Err(error) => {
+                // Once when the trouble starts, then once per interval, not once per change.
+                if !self.failing || periodic {
+                    tracing::warn!(
+                        "cannot update {}: {error}; retrying at the next change or interval",
+                        self.path.display()
+                    );
+                }
+                self.failing = true;
+            }
+        }
+    }
+}
