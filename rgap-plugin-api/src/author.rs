@@ -256,3 +256,90 @@ impl<P: OutputPlugin> Drop for Adapter<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ErrorKind;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Spec {
+        #[serde(default)]
+        interval: Option<String>,
+        #[serde(default)]
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nested {
+        name: String,
+    }
+
+    fn spec_error(text: &str) -> String {
+        decode_spec::<Spec>(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn absent_empty_or_null_spec_means_defaults() {
+        for text in ["", "  \n", "null\n", "~\n"] {
+            let spec: Spec = decode_spec(text).unwrap();
+            assert_eq!(spec, Spec { interval: None, nested: None }, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let message = spec_error("bogus: 1\n");
+        assert!(message.starts_with("spec.bogus: unknown field `bogus`"), "{message}");
+        let message = spec_error("nested:\n  nam: x\n");
+        assert!(message.starts_with("spec.nested.nam: unknown field `nam`"), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_and_missing_keys_are_named_with_their_path() {
+        assert!(spec_error("nested: {}\n").starts_with("spec.nested: missing field `name`"));
+        assert!(spec_error("interval: [1]\n").starts_with("spec.interval: invalid type"));
+        assert!(spec_error("5\n").starts_with("spec: invalid type: integer"));
+        assert!(spec_error("a: [\n").starts_with("did not find expected node content"));
+    }
+
+    #[test]
+    fn errors_keep_their_sources_on_one_line() {
+        let dispatch = tracing::Dispatch::none();
+        let error = guarded::<()>(&dispatch, || {
+            let cause = std::io::Error::other("disk full");
+            Err(Box::new(std::io::Error::other(Wrapper(cause))))
+        })
+        .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Failed);
+        assert_eq!(error.message.as_str(), "cannot save: disk full");
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot save")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_the_boundary_becomes_an_error_with_its_message() {
+        let dispatch = tracing::Dispatch::none();
+        let error = guarded::<()>(&dispatch, || panic!("boom {}", 42)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Panicked);
+        assert!(error.message.as_str().contains("boom 42"), "{error}");
+        assert_eq!(guarded(&dispatch, || Ok(7)).unwrap(), 7);
+        // The boundary flag is restored, so later panics elsewhere are not misattributed.
+        assert!(!IN_BOUNDARY.with(Cell::get));
+    }
+}

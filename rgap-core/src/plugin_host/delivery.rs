@@ -117,6 +117,37 @@ impl Mailbox {
     }
 }
 
+/// The wait before re-creating an instance: 1 s, doubling after each attempt, at most 60 s.
+///
+/// Each wait is taken once: an instance that panics again soon after being re-created (or a
+/// re-creation that fails) waits twice as long next time. (The first version doubled only
+/// on failed re-creation, so a plugin that panicked on every event was re-created every
+/// second forever.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: FIRST_BACKOFF }
+    }
+}
+
+impl Backoff {
+    /// The next wait, without using it up.
+    fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// The next wait; the one after it is twice as long, up to `MAX_BACKOFF`.
+    fn take(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
+
 /// Everything needed to (re-)create and feed one output instance.
 pub struct Delivery {
     pub name: String,
@@ -140,10 +171,10 @@ impl Delivery {
     pub fn run(self, first: OutputBox) {
         let mut output = Some(first);
         let mut created_at = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             let Some(instance) = output.as_mut() else {
-                if self.mailbox.sleep_unless_stopped(backoff) {
+                if self.mailbox.sleep_unless_stopped(backoff.take()) {
                     return;
                 }
                 match self.create() {
@@ -157,10 +188,10 @@ impl Delivery {
                         self.mailbox.restart_from_snapshot();
                     }
                     Err(error) => {
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         tracing::error!(
-                            "output {}: re-creating failed: {error}; next try in {backoff:?}",
-                            self.name
+                            "output {}: re-creating failed: {error}; next try in {:?}",
+                            self.name,
+                            backoff.peek()
                         );
                     }
                 }
@@ -170,12 +201,13 @@ impl Delivery {
             if let Err(panic) = self.deliver(instance, &work) {
                 // A long healthy run earns a fresh start of the backoff.
                 if created_at.elapsed() > MAX_BACKOFF {
-                    backoff = FIRST_BACKOFF;
+                    backoff = Backoff::default();
                 }
                 tracing::error!(
-                    "output {} panicked: {}; dropping it and re-creating it from its spec in {backoff:?}",
+                    "output {} panicked: {}; dropping it and re-creating it from its spec in {:?}",
                     self.name,
-                    panic.message
+                    panic.message,
+                    backoff.peek()
                 );
                 output = None;
                 if work.stop {
@@ -218,5 +250,94 @@ impl Delivery {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(group: u64) -> Event {
+        Event::Ready { group }
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_a_minute() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u64> = (0..9).map(|_| backoff.take().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff.peek(), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn events_are_delivered_in_order_with_one_snapshot_after_them() {
+        let mailbox = Mailbox::default();
+        mailbox.push(&[ready(1), ready(2)]);
+        mailbox.push(&[]);
+        mailbox.push(&[ready(3)]);
+        let work = mailbox.take();
+        assert_eq!(work.events, [ready(1), ready(2), ready(3)]);
+        assert!(work.snapshot && !work.resync && !work.stop);
+    }
+
+    #[test]
+    fn overflow_becomes_one_resync_and_later_events_are_dropped_until_taken() {
+        let mailbox = Mailbox::default();
+        let burst = vec![ready(7); EVENT_QUEUE_CAPACITY];
+        mailbox.push(&burst);
+        mailbox.push(&[ready(8)]);
+        mailbox.push(&[ready(9)]);
+        let work = mailbox.take();
+        assert!(work.resync && work.snapshot);
+        assert!(work.events.is_empty(), "the snapshot after Resync replaces the events");
+        // Once the resync is taken, events flow again.
+        mailbox.push(&[ready(10)]);
+        let work = mailbox.take();
+        assert_eq!(work.events, [ready(10)]);
+        assert!(!work.resync);
+    }
+
+    #[test]
+    fn a_full_queue_is_still_accepted_without_resync() {
+        let mailbox = Mailbox::default();
+        mailbox.push(&vec![ready(1); EVENT_QUEUE_CAPACITY]);
+        let work = mailbox.take();
+        assert_eq!(work.events.len(), EVENT_QUEUE_CAPACITY);
+        assert!(!work.resync);
+    }
+
+    #[test]
+    fn a_restarted_instance_starts_from_a_snapshot_only() {
+        let mailbox = Mailbox::default();
+        mailbox.push(&vec![ready(1); EVENT_QUEUE_CAPACITY + 1]);
+        mailbox.push(&[ready(2)]);
+        mailbox.restart_from_snapshot();
+        let work = mailbox.take();
+        assert!(work.events.is_empty() && !work.resync && work.snapshot);
+    }
+
+    #[test]
+    fn stop_is_seen_with_the_last_work_and_ends_a_backoff_sleep() {
+        let mailbox = Arc::new(Mailbox::default());
+        mailbox.push(&[ready(1)]);
+        mailbox.request_stop();
+        let work = mailbox.take();
+        assert!(work.stop && work.snapshot);
+        assert_eq!(work.events, [ready(1)]);
+        // A stop requested during the backoff ends the sleep at once (a 1 h sleep would
+        // make this test hang, not pass).
+        assert!(mailbox.sleep_unless_stopped(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn take_waits_for_a_push_from_another_thread() {
+        let mailbox = Arc::new(Mailbox::default());
+        let pusher = {
+            let mailbox = mailbox.clone();
+            std::thread::spawn(move || mailbox.push(&[ready(4)]))
+        };
+        let work = mailbox.take();
+        assert_eq!(work.events, [ready(4)]);
+        pusher.join().unwrap();
     }
 }

@@ -89,17 +89,35 @@ fn explain(path: &Path, error: LibraryError, plugin_api: Option<&str>) -> LoadEr
     let host_api = API_VERSION.to_owned();
     match error {
         LibraryError::OpenError { err, .. } => {
-            LoadError::NotSharedObject { path, reason: first_line(&err.to_string()) }
+            // dlerror() starts with the path, which our message already names.
+            let reason = first_line(&err.to_string());
+            let reason = reason
+                .strip_prefix(&format!("{}: ", path.display()))
+                .map(str::to_owned)
+                .unwrap_or(reason);
+            LoadError::NotSharedObject { path, reason }
         }
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { path },
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
             LoadError::IncompatibleApi { path, plugin_api: actual_version.to_string(), host_api }
         }
         LibraryError::AbiInstability(report) => {
-            let report = report.to_string();
-            let first_errors: Vec<&str> =
-                report.lines().filter(|line| line.contains("Error")).take(5).collect();
-            tracing::debug!(file = %path.display(), "abi_stable layout mismatch: {}", first_errors.join(" | "));
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                // The report runs to thousands of lines; its `Error:` lines say what differs.
+                let report = report.to_string();
+                let mut first_errors: Vec<&str> = report
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| line.starts_with("Error:"))
+                    .collect();
+                first_errors.dedup();
+                first_errors.truncate(5);
+                tracing::debug!(
+                    file = %path.display(),
+                    "abi_stable layout mismatch: {}",
+                    first_errors.join(" | ")
+                );
+            }
             let plugin_api = match plugin_api {
                 Some(version) if version == API_VERSION => {
                     format!("{version} with other type layouts")
