@@ -1,1 +1,145 @@
+//! `acme_audit`: an rgap output plugin written outside the rgap project, as a third party
+//! would. It appends one JSON object per line to a file for every membership change, so an
+//! auditor can tell which address served a group when:
+//!
+//! ```text
+//! {"at_unix_us":1764166800000000,"event":"join","group":1000,"address":"10.0.0.1","expires_at_unix_us":1764166815000000}
+//! {"at_unix_us":1764166815000000,"event":"leave","group":1000,"address":"10.0.0.1","expires_at_unix_us":1764166815000000}
+//! ```
+//!
+//! If rgap had to drop events because this plugin fell behind, the next line is a
+//! `"event":"resync"` record per group with its full member list, so the trail stays true.
 
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use rgap_plugin_api::{export_output, BoxError, Event, GroupSnapshot, HostHandle, OutputPlugin};
+use serde::{Deserialize, Serialize};
+
+/// `spec:` of an `acme_audit` output.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditSpec {
+    /// The audit file; created if missing, always appended to.
+    path: PathBuf,
+    /// Groups to audit; absent means every group.
+    #[serde(default)]
+    groups: Option<Vec<u64>>,
+}
+
+/// One line of the audit file.
+#[derive(Serialize)]
+struct Record<'a> {
+    at_unix_us: i64,
+    event: &'a str,
+    group: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_unix_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<String>>,
+}
+
+struct Audit {
+    path: PathBuf,
+    groups: Option<Vec<u64>>,
+    out: BufWriter<File>,
+    /// Set by `Event::Resync`: the next snapshot is written out in full.
+    resync_pending: bool,
+}
+
+impl Audit {
+    fn wants(&self, group: u64) -> bool {
+        self.groups.as_ref().is_none_or(|groups| groups.contains(&group))
+    }
+
+    fn write(&mut self, record: &Record<'_>) -> Result<(), BoxError> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n").map_err(|error| self.io_error(error))
+    }
+
+    fn io_error(&self, error: std::io::Error) -> BoxError {
+        format!("writing {}: {error}", self.path.display()).into()
+    }
+}
+
+fn now_unix_us() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl OutputPlugin for Audit {
+    const KIND: &'static str = "acme_audit";
+    const DESCRIPTION: &'static str = "ACME audit trail: joins and leaves as JSON lines in a file";
+    type Spec = AuditSpec;
+
+    fn create(spec: AuditSpec, _host: HostHandle) -> Result<Self, BoxError> {
+        // Opened here, so that a wrong path stops rgap at start with this message.
+        let file =
+            OpenOptions::new().create(true).append(true).open(&spec.path).map_err(|error| {
+                format!("spec.path: cannot open {}: {error}", spec.path.display())
+            })?;
+        tracing::info!("auditing to {}", spec.path.display());
+        Ok(Audit {
+            path: spec.path,
+            groups: spec.groups,
+            out: BufWriter::new(file),
+            resync_pending: false,
+        })
+    }
+
+    fn on_event(&mut self, event: &Event) -> Result<(), BoxError> {
+        let (name, group, member) = match *event {
+            Event::Join { group, member } => ("join", group, member),
+            Event::Leave { group, member } => ("leave", group, member),
+            Event::Resync => {
+                tracing::warn!("rgap dropped events for this output; writing full group lists");
+                self.resync_pending = true;
+                return Ok(());
+            }
+            // Readiness is rgap's business, not the auditor's.
+            Event::Ready { .. } => return Ok(()),
+        };
+        if !self.wants(group) {
+            return Ok(());
+        }
+        self.write(&Record {
+            at_unix_us: now_unix_us(),
+            event: name,
+            group,
+            address: Some(member.ip().to_string()),
+            expires_at_unix_us: Some(member.expires_at_unix_us),
+            members: None,
+        })
+    }
+
+    /// Every batch of events is followed by a snapshot: a good moment to flush.
+    fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
+        if std::mem::take(&mut self.resync_pending) {
+            let wanted: Vec<&GroupSnapshot<'_>> =
+                groups.iter().filter(|group| self.wants(group.id)).collect();
+            for group in wanted {
+                let members = group.members().iter().map(|m| m.ip().to_string()).collect();
+                self.write(&Record {
+                    at_unix_us: now_unix_us(),
+                    event: "resync",
+                    group: group.id,
+                    address: None,
+                    expires_at_unix_us: None,
+                    members: Some(members),
+                })?;
+            }
+        }
+        self.out.flush().map_err(|error| self.io_error(error))
+    }
+
+    fn stop(&mut self) -> Result<(), BoxError> {
+        self.out.flush().map_err(|error| self.io_error(error))?;
+        self.out.get_ref().sync_all().map_err(|error| self.io_error(error))
+    }
+}
+
+export_output!(Audit);
