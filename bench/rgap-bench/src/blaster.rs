@@ -67,7 +67,9 @@ fn send_batch(socket: &UdpSocket, chunk: &[Vec<u8>]) -> std::io::Result<usize> {
             }
             // Loopback may refuse briefly when the receiver's buffer is full: count it sent
             // (the datagram is lost exactly as on a real network) and go on.
-            if error.raw_os_error() == Some(libc::ENOBUFS) || error.raw_os_error() == Some(libc::ECONNREFUSED) {
+            if error.raw_os_error() == Some(libc::ENOBUFS)
+                || error.raw_os_error() == Some(libc::ECONNREFUSED)
+            {
                 done += 1;
                 continue;
             }

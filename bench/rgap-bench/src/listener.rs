@@ -33,7 +33,11 @@ impl BenchListener {
         let path = dir.path().join("rgap.yaml");
         std::fs::write(&path, config).expect("writing config");
         let binary = rgap_binary();
-        assert!(binary.is_file(), "{} missing: cargo build --release --workspace", binary.display());
+        assert!(
+            binary.is_file(),
+            "{} missing: cargo build --release --workspace",
+            binary.display()
+        );
         let mut child = Command::new(&binary)
             .args(["listener", "-c"])
             .arg(&path)
@@ -72,7 +76,11 @@ impl BenchListener {
             if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
                 return line.clone();
             }
-            assert!(Instant::now() < deadline, "no {needle:?} in rgap's log:\n{}", self.log.lock().unwrap().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in rgap's log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -96,7 +104,10 @@ impl BenchListener {
         let reaped = unsafe { libc::wait4(self.pid(), &mut status, 0, &mut usage) };
         assert_eq!(reaped, self.pid(), "wait4 failed");
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        let used = Usage { cpu: tv(usage.ru_utime) + tv(usage.ru_stime), peak_rss_kib: usage.ru_maxrss as u64 };
+        let used = Usage {
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            peak_rss_kib: usage.ru_maxrss as u64,
+        };
         std::thread::sleep(Duration::from_millis(50)); // let the reader drain the last lines
         let log = self.log.lock().unwrap().clone();
         (used, log)
@@ -127,7 +138,8 @@ fn proc_status_kib(pid: i32, key: &str) -> u64 {
 
 /// A value from the `datagram totals` log line, e.g. `accepted`.
 pub fn total(log: &[String], key: &str) -> u64 {
-    let line = log.iter().rev().find(|l| l.contains("datagram totals")).cloned().unwrap_or_default();
+    let line =
+        log.iter().rev().find(|l| l.contains("datagram totals")).cloned().unwrap_or_default();
     line.split_whitespace()
         .find_map(|field| field.strip_prefix(&format!("{key}=")))
         .and_then(|n| n.parse().ok())
@@ -136,5 +148,6 @@ pub fn total(log: &[String], key: &str) -> u64 {
 
 /// Lines of a file that contain `needle` (0 if the file does not exist yet).
 pub fn count_lines(path: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().filter(|l| l.contains(needle)).count())
+    std::fs::read_to_string(path)
+        .map_or(0, |text| text.lines().filter(|l| l.contains(needle)).count())
 }

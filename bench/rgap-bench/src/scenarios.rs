@@ -26,6 +26,9 @@ pub struct IngestArgs {
     /// Junk datagrams per valid one (a third each: wrong length, unknown group, bad signature)
     #[arg(long, default_value_t = 0)]
     junk: usize,
+    /// Output to load: hostsfile (the members are counted in its file) or noop
+    #[arg(long, default_value = "hostsfile")]
+    output: String,
 }
 
 #[derive(clap::Args)]
@@ -91,7 +94,12 @@ fn per(duration: Duration, count: u64) -> String {
 }
 
 /// Waits until `probe` stops changing for `quiet` (or reaches `target`), up to `limit`.
-fn settle(mut probe: impl FnMut() -> usize, target: usize, quiet: Duration, limit: Duration) -> usize {
+fn settle(
+    mut probe: impl FnMut() -> usize,
+    target: usize,
+    quiet: Duration,
+    limit: Duration,
+) -> usize {
     let deadline = Instant::now() + limit;
     let mut last = probe();
     let mut stable_since = Instant::now();
@@ -110,8 +118,12 @@ fn settle(mut probe: impl FnMut() -> usize, target: usize, quiet: Duration, limi
 
 pub fn ingest(args: &IngestArgs) {
     let port = port();
+    let outputs = match args.output.as_str() {
+        "hostsfile" => "- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n    - group: 1000\n      hostname: backend\n",
+        _ => "- kind: noop\n",
+    };
     let config = format!(
-        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n    - group: 1000\n      hostname: backend\n",
+        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n{outputs}",
         group_yaml([1000].into_iter())
     );
     let mut datagrams = Vec::with_capacity(args.count * (args.junk + 1));
@@ -125,20 +137,55 @@ pub fn ingest(args: &IngestArgs) {
     let hosts = listener.path("hosts");
     let cpu_before = listener.cpu_so_far();
     let rate = args.rate * (args.junk as u64 + 1);
-    let report = blast(&datagrams, SocketAddr::from(([127, 0, 0, 1], port)), rate).expect("sending");
-    let present = settle(|| count_lines(&hosts, " backend"), args.count, Duration::from_secs(2), Duration::from_secs(60));
+    let report =
+        blast(&datagrams, SocketAddr::from(([127, 0, 0, 1], port)), rate).expect("sending");
+    let present = if args.output == "hostsfile" {
+        settle(
+            || count_lines(&hosts, " backend"),
+            args.count,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        )
+    } else {
+        // No file to count: give the listener a moment to drain its socket.
+        std::thread::sleep(Duration::from_millis(500));
+        0
+    };
     let cpu_during = listener.cpu_so_far().saturating_sub(cpu_before);
     let (usage, log) = listener.stop();
     let accepted = total(&log, "accepted");
     let received = total(&log, "received");
-    println!("ingest: {} valid + {} junk datagrams at {} valid/s", args.count, args.count * args.junk, args.rate);
-    println!("  sent {} datagrams in {:.2} s ({:.0}/s)", report.sent, report.elapsed.as_secs_f64(), report.sent as f64 / report.elapsed.as_secs_f64());
-    println!("  listener received {received}, accepted {accepted}; members in hosts file {present}");
-    println!("  lost valid announcements: {} of {}", args.count as u64 - accepted.min(args.count as u64), args.count);
-    println!("  listener CPU while loaded (/proc): {:.3} s = {} per valid announcement, {} per datagram",
-        cpu_during.as_secs_f64(), per(cpu_during, accepted), per(cpu_during, received));
-    println!("  listener CPU whole run (wait4): {:.3} s = {} per valid announcement",
-        usage.cpu.as_secs_f64(), per(usage.cpu, accepted));
+    println!(
+        "ingest: {} valid + {} junk datagrams at {} valid/s",
+        args.count,
+        args.count * args.junk,
+        args.rate
+    );
+    println!(
+        "  sent {} datagrams in {:.2} s ({:.0}/s)",
+        report.sent,
+        report.elapsed.as_secs_f64(),
+        report.sent as f64 / report.elapsed.as_secs_f64()
+    );
+    println!(
+        "  listener received {received}, accepted {accepted}; members in hosts file {present}"
+    );
+    println!(
+        "  lost valid announcements: {} of {}",
+        args.count as u64 - accepted.min(args.count as u64),
+        args.count
+    );
+    println!(
+        "  listener CPU while loaded (/proc): {:.3} s = {} per valid announcement, {} per datagram",
+        cpu_during.as_secs_f64(),
+        per(cpu_during, accepted),
+        per(cpu_during, received)
+    );
+    println!(
+        "  listener CPU whole run (wait4): {:.3} s = {} per valid announcement",
+        usage.cpu.as_secs_f64(),
+        per(usage.cpu, accepted)
+    );
     println!("  peak RSS: {:.1} MiB", usage.peak_rss_kib as f64 / 1024.0);
 }
 
@@ -149,8 +196,10 @@ pub fn scale(args: &ScaleArgs) {
     let ids = 1..=groups as u64;
     let hosts_mappings: String =
         ids.clone().map(|id| format!("    - group: {id}\n      hostname: g{id}\n")).collect();
-    let dns_mappings: String =
-        ids.clone().map(|id| format!("      g{id}.bench.example:\n        group: {id}\n")).collect();
+    let dns_mappings: String = ids
+        .clone()
+        .map(|id| format!("      g{id}.bench.example:\n        group: {id}\n"))
+        .collect();
     let config = format!(
         "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n{hosts_mappings}- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    mappings:\n{dns_mappings}- kind: log\n  spec:\n    interval: 1h\n",
         group_yaml(ids.clone())
@@ -164,25 +213,53 @@ pub fn scale(args: &ScaleArgs) {
     let cpu_before = listener.cpu_so_far();
     let started = Instant::now();
     blast(&datagrams, SocketAddr::from(([127, 0, 0, 1], port)), args.rate).expect("sending");
-    let present = settle(|| count_lines(&hosts, ".") , args.members, Duration::from_secs(5), Duration::from_secs(120));
+    let present = settle(
+        || count_lines(&hosts, "."),
+        args.members,
+        Duration::from_secs(5),
+        Duration::from_secs(120),
+    );
     let absorbed = started.elapsed();
     let cpu_load = listener.cpu_so_far().saturating_sub(cpu_before);
     let rss_full = listener.rss_kib();
 
     // Then changes to one group only: new members of group 1.
-    let changes: Vec<Vec<u8>> = (0..args.changes).map(|index| signed(1, member_ip(index, 20), PSK)).collect();
+    let changes: Vec<Vec<u8>> =
+        (0..args.changes).map(|index| signed(1, member_ip(index, 20), PSK)).collect();
     let cpu_before = listener.cpu_so_far();
     blast(&changes, SocketAddr::from(([127, 0, 0, 1], port)), 5_000).expect("sending");
-    settle(|| count_lines(&hosts, "."), args.members + args.changes, Duration::from_secs(3), Duration::from_secs(60));
+    settle(
+        || count_lines(&hosts, "."),
+        args.members + args.changes,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    );
     let cpu_changes = listener.cpu_so_far().saturating_sub(cpu_before);
     let (usage, log) = listener.stop();
     println!("scale: {} members in {} group(s); outputs hostsfile, dns, log", args.members, groups);
-    println!("  absorbed {present} of {} in {:.2} s (sent at {}/s)", args.members, absorbed.as_secs_f64(), args.rate);
-    println!("  CPU to absorb: {:.3} s = {} per member", cpu_load.as_secs_f64(), per(cpu_load, args.members as u64));
-    println!("  RSS: {:.1} MiB empty, {:.1} MiB full, peak {:.1} MiB",
-        rss_empty as f64 / 1024.0, rss_full as f64 / 1024.0, usage.peak_rss_kib as f64 / 1024.0);
-    println!("  {} later joins to group 1 at 5000/s: CPU {:.3} s = {} per change",
-        args.changes, cpu_changes.as_secs_f64(), per(cpu_changes, args.changes as u64));
+    println!(
+        "  absorbed {present} of {} in {:.2} s (sent at {}/s)",
+        args.members,
+        absorbed.as_secs_f64(),
+        args.rate
+    );
+    println!(
+        "  CPU to absorb: {:.3} s = {} per member",
+        cpu_load.as_secs_f64(),
+        per(cpu_load, args.members as u64)
+    );
+    println!(
+        "  RSS: {:.1} MiB empty, {:.1} MiB full, peak {:.1} MiB",
+        rss_empty as f64 / 1024.0,
+        rss_full as f64 / 1024.0,
+        usage.peak_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "  {} later joins to group 1 at 5000/s: CPU {:.3} s = {} per change",
+        args.changes,
+        cpu_changes.as_secs_f64(),
+        per(cpu_changes, args.changes as u64)
+    );
     println!("  accepted {} in all", total(&log, "accepted"));
 }
 
@@ -226,8 +303,10 @@ pub fn propagation(args: &PropagationArgs) {
     let ids = 1..=samples as u64;
     let hosts_mappings: String =
         ids.clone().map(|id| format!("    - group: {id}\n      hostname: s{id}\n")).collect();
-    let dns_mappings: String =
-        ids.clone().map(|id| format!("      s{id}.bench.example:\n        group: {id}\n")).collect();
+    let dns_mappings: String = ids
+        .clone()
+        .map(|id| format!("      s{id}.bench.example:\n        group: {id}\n"))
+        .collect();
     let config = format!(
         "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n{hosts_mappings}- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    mappings:\n{dns_mappings}",
         group_yaml(ids)
@@ -252,7 +331,9 @@ pub fn propagation(args: &PropagationArgs) {
             if dns_at.is_none() && dns_has(&resolver, &name, ip) {
                 dns_at = Some(sent.elapsed());
             }
-            if hosts_at.is_none() && std::fs::read_to_string(&hosts).is_ok_and(|t| t.contains(&line)) {
+            if hosts_at.is_none()
+                && std::fs::read_to_string(&hosts).is_ok_and(|t| t.contains(&line))
+            {
                 hosts_at = Some(sent.elapsed());
             }
         }

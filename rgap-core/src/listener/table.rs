@@ -8,12 +8,13 @@
 //! wall-clock step does not expire everyone at once.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rgap_plugin_api::{Event, Member};
+use rustc_hash::FxHashMap;
 
 use crate::config::GroupConfig;
 use crate::plugin_host::{GroupState, GroupsView, SharedView};
@@ -26,19 +27,29 @@ use super::check::Accepted;
 pub const REFRESH_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// At most this many batches are applied before changes are published, to bound latency.
-const BATCHES_PER_CYCLE: usize = 64;
+const BATCHES_PER_CYCLE: usize = 256;
 
-#[derive(Debug, Clone, Copy)]
-struct MemberState {
-    expires_at_us: i64,
-    deadline: Instant,
-}
+/// Publishing may take at most 1 / (1 + this) of the table's time: after a publish that took
+/// `t`, the next waits `t * PUBLISH_COST_FACTOR`. Small groups (microseconds to publish) are
+/// published at once; a group of 100 000 members is not copied thousands of times a second.
+const PUBLISH_COST_FACTOR: u32 = 30;
 
+/// Under load the table wakes at most once per this long and takes everything queued, so
+/// sources hand over announcements without waking a thread for each one.
+const MIN_CYCLE: Duration = Duration::from_millis(1);
+
+/// One group's members, kept contiguous in the layout plugins receive, so that publishing
+/// is one copy of `members`, not a walk over a hash map.
 struct Group {
     id: u64,
     ready: bool,
     ready_at: Instant,
-    members: HashMap<[u8; 16], MemberState>,
+    members: Vec<Member>,
+    /// `deadlines[i]` is when `members[i]` leaves (monotonic).
+    deadlines: Vec<Instant>,
+    /// Position of each address in `members`. Fx hashing: keys are addresses that passed
+    /// the HMAC, so nobody without the key can choose them to force collisions.
+    positions: FxHashMap<[u8; 16], usize>,
     /// Members changed (any way) since `published` was built.
     stale: bool,
     revision: u64,
@@ -46,6 +57,16 @@ struct Group {
 }
 
 impl Group {
+    fn remove(&mut self, position: usize) -> Member {
+        let member = self.members.swap_remove(position);
+        self.deadlines.swap_remove(position);
+        self.positions.remove(&member.address);
+        if let Some(moved) = self.members.get(position) {
+            self.positions.insert(moved.address, position);
+        }
+        member
+    }
+
     fn state(&self) -> GroupState {
         GroupState {
             id: self.id,
@@ -64,6 +85,8 @@ pub struct GroupTable {
     events: Vec<Event>,
     membership_changed: bool,
     refreshed_since: Option<Instant>,
+    /// Earliest time of the next publish (see `PUBLISH_COST_FACTOR`).
+    next_publish_at: Instant,
     view: SharedView,
 }
 
@@ -76,7 +99,9 @@ impl GroupTable {
                 id: config.id,
                 ready: false,
                 ready_at: start + config.readiness_delay.get(),
-                members: HashMap::new(),
+                members: Vec::new(),
+                deadlines: Vec::new(),
+                positions: FxHashMap::default(),
                 stale: false,
                 revision: 0,
                 published: Arc::from([]),
@@ -88,6 +113,7 @@ impl GroupTable {
             events: Vec::new(),
             membership_changed: true,
             refreshed_since: None,
+            next_publish_at: start,
             view,
         };
         table.mark_ready(start);
@@ -102,18 +128,24 @@ impl GroupTable {
         };
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
         let deadline = now + Duration::from_micros(remaining_us as u64);
-        match group.members.get_mut(&announcement.address) {
-            Some(member) => {
-                if announcement.expires_at_us > member.expires_at_us {
-                    member.expires_at_us = announcement.expires_at_us;
-                    member.deadline = deadline;
+        match group.positions.get(&announcement.address) {
+            Some(&position) => {
+                let member = &mut group.members[position];
+                if announcement.expires_at_us > member.expires_at_unix_us {
+                    member.expires_at_unix_us = announcement.expires_at_us;
+                    group.deadlines[position] = deadline;
                     group.stale = true;
                     self.refreshed_since.get_or_insert(now);
                 }
             }
             None => {
-                let state = MemberState { expires_at_us: announcement.expires_at_us, deadline };
-                group.members.insert(announcement.address, state);
+                let member = Member {
+                    address: announcement.address,
+                    expires_at_unix_us: announcement.expires_at_us,
+                };
+                group.positions.insert(announcement.address, group.members.len());
+                group.members.push(member);
+                group.deadlines.push(deadline);
                 group.stale = true;
                 self.membership_changed = true;
                 self.expiry.push(Reverse((
@@ -121,13 +153,7 @@ impl GroupTable {
                     announcement.group_index,
                     announcement.address,
                 )));
-                self.events.push(Event::Join {
-                    group: group.id,
-                    member: Member {
-                        address: announcement.address,
-                        expires_at_unix_us: announcement.expires_at_us,
-                    },
-                });
+                self.events.push(Event::Join { group: group.id, member });
             }
         }
     }
@@ -140,21 +166,19 @@ impl GroupTable {
             }
             self.expiry.pop();
             let group = &mut self.groups[group_index as usize];
-            let Some(member) = group.members.get(&address).copied() else {
+            let Some(&position) = group.positions.get(&address) else {
                 continue;
             };
-            if member.deadline > deadline {
+            let current = group.deadlines[position];
+            if current > deadline {
                 // Refreshed since this entry was pushed: wait for the new deadline.
-                self.expiry.push(Reverse((member.deadline, group_index, address)));
+                self.expiry.push(Reverse((current, group_index, address)));
                 continue;
             }
-            group.members.remove(&address);
+            let member = group.remove(position);
             group.stale = true;
             self.membership_changed = true;
-            self.events.push(Event::Leave {
-                group: group.id,
-                member: Member { address, expires_at_unix_us: member.expires_at_us },
-            });
+            self.events.push(Event::Leave { group: group.id, member });
         }
     }
 
@@ -174,28 +198,28 @@ impl GroupTable {
     pub fn next_wakeup(&self) -> Option<Instant> {
         let expiry = self.expiry.peek().map(|Reverse((deadline, _, _))| *deadline);
         let readiness = self.groups.iter().filter(|g| !g.ready).map(|g| g.ready_at).min();
-        let publish = self.refreshed_since.map(|since| since + REFRESH_PUBLISH_INTERVAL);
+        let publish = if self.membership_changed {
+            Some(self.next_publish_at)
+        } else {
+            self.refreshed_since
+                .map(|since| (since + REFRESH_PUBLISH_INTERVAL).max(self.next_publish_at))
+        };
         [expiry, readiness, publish].into_iter().flatten().min()
     }
 
     /// Whether there is something to publish at `now`.
     pub fn publish_due(&self, now: Instant) -> bool {
-        self.membership_changed
-            || self.refreshed_since.is_some_and(|since| now >= since + REFRESH_PUBLISH_INTERVAL)
+        let pending = self.membership_changed
+            || self.refreshed_since.is_some_and(|since| now >= since + REFRESH_PUBLISH_INTERVAL);
+        pending && now >= self.next_publish_at
     }
 
     /// Rebuilds the member lists of changed groups (only those) and replaces the view.
     pub fn publish(&mut self) {
+        let started = Instant::now();
         for group in &mut self.groups {
             if group.stale {
-                group.published = group
-                    .members
-                    .iter()
-                    .map(|(address, state)| Member {
-                        address: *address,
-                        expires_at_unix_us: state.expires_at_us,
-                    })
-                    .collect();
+                group.published = Arc::from(group.members.as_slice());
                 group.revision += 1;
                 group.stale = false;
             }
@@ -204,6 +228,8 @@ impl GroupTable {
         self.view.store(Arc::new(view));
         self.membership_changed = false;
         self.refreshed_since = None;
+        let finished = Instant::now();
+        self.next_publish_at = finished + (finished - started) * PUBLISH_COST_FACTOR;
     }
 
     /// The events since the last call, in order.
@@ -233,17 +259,18 @@ pub fn run_table(
             Some(wakeup) => input.recv_deadline(wakeup),
             None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
+        let cycle_started = Instant::now();
+        let got_input = received.is_ok();
         let disconnected = match received {
             Ok(batch) => {
-                let now = Instant::now();
                 let now_wall_us = unix_micros(std::time::SystemTime::now());
                 for announcement in &batch {
-                    table.apply(announcement, now, now_wall_us);
+                    table.apply(announcement, cycle_started, now_wall_us);
                 }
                 // Take what else is already queued before publishing once for all of it.
                 for batch in input.try_iter().take(BATCHES_PER_CYCLE) {
                     for announcement in &batch {
-                        table.apply(announcement, now, now_wall_us);
+                        table.apply(announcement, cycle_started, now_wall_us);
                     }
                 }
                 false
@@ -260,6 +287,13 @@ pub fn run_table(
         }
         if disconnected {
             return;
+        }
+        if got_input {
+            // Possibly under load: let announcements gather for the rest of the cycle (this
+            // one's changes are already published, so a lone announcement waits for nothing).
+            if let Some(rest) = (cycle_started + MIN_CYCLE).checked_duration_since(Instant::now()) {
+                std::thread::sleep(rest);
+            }
         }
     }
 }
