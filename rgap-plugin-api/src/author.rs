@@ -137,15 +137,29 @@ fn guarded<R>(
     f: impl FnOnce() -> Result<R, BoxError>,
 ) -> Result<R, PluginError> {
     let was_inside = IN_BOUNDARY.with(|inside| inside.replace(true));
-    let outcome = tracing::dispatcher::with_default(dispatch, || catch_unwind(AssertUnwindSafe(f)));
+    // The error is formatted (and dropped) inside the guard too: its `Display`, `source` and
+    // `Drop` are plugin code and may panic as well.
+    let outcome = tracing::dispatcher::with_default(dispatch, || {
+        catch_unwind(AssertUnwindSafe(|| f().map_err(|error| error_chain(&*error))))
+    });
     IN_BOUNDARY.with(|inside| inside.set(was_inside));
     match outcome {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(PluginError::failed(error_chain(&*error))),
+        Ok(Err(message)) => Err(PluginError::failed(message)),
         Err(payload) => {
             let recorded = LAST_PANIC.with(|last| last.borrow_mut().take());
-            Err(PluginError::panicked(recorded.unwrap_or_else(|| payload_text(&*payload))))
+            let message = recorded.unwrap_or_else(|| payload_text(&*payload));
+            drop_payload(payload);
+            Err(PluginError::panicked(message))
         }
+    }
+}
+
+/// Drops a caught panic's payload without letting a panicking `Drop` of it unwind further
+/// (`panic_any` can carry any type); the payload of such a second panic is leaked.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
@@ -208,7 +222,11 @@ pub fn create_entry<P: OutputPlugin>(
     match outcome {
         Ok(Ok(output)) => RResult::ROk(output),
         Ok(Err(error)) => RResult::RErr(error),
-        Err(payload) => RResult::RErr(PluginError::panicked(payload_text(&*payload))),
+        Err(payload) => {
+            let message = payload_text(&*payload);
+            drop_payload(payload);
+            RResult::RErr(PluginError::panicked(message))
+        }
     }
 }
 
@@ -330,6 +348,38 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    /// An error whose `Display` panics: plugin code, so it must be caught too.
+    #[derive(Debug)]
+    struct BadDisplay;
+
+    impl std::fmt::Display for BadDisplay {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("display exploded")
+        }
+    }
+
+    impl std::error::Error for BadDisplay {}
+
+    /// A panic payload whose `Drop` panics.
+    struct DropBomb;
+
+    impl Drop for DropBomb {
+        fn drop(&mut self) {
+            panic!("payload drop exploded")
+        }
+    }
+
+    #[test]
+    fn panics_while_reporting_an_error_or_dropping_a_payload_are_caught() {
+        let dispatch = tracing::Dispatch::none();
+        let error = guarded::<()>(&dispatch, || Err(Box::new(BadDisplay))).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Panicked);
+        assert!(error.message.as_str().contains("display exploded"), "{error}");
+        let error = guarded::<()>(&dispatch, || std::panic::panic_any(DropBomb)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Panicked);
+        assert_eq!(error.message.as_str(), "non-string panic payload");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct OutputConfig {
 /// Why an output could not be started; one line naming the output, its kind and file.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "outputs[{index}]: kind \"{kind}\" is not a plugin kind: use letters, digits, _ and -"
+    )]
+    BadKind { index: usize, kind: String },
     #[error("outputs[{index}]: kind \"{kind}\" not found: no {file} in {}", searched_list(.searched))]
     NotFound { index: usize, kind: String, file: String, searched: Vec<PathBuf> },
     #[error("outputs[{index}]: kind \"{kind}\": {source}")]
@@ -137,6 +141,10 @@ fn prepare(
     stats: &StatsSource,
 ) -> Result<(Delivery, rgap_plugin_api::OutputBox), StartError> {
     let kind = config.kind.clone();
+    // The kind becomes part of a file name: "../x" or "a/b" must not reach other directories.
+    if !is_valid_kind(&kind) {
+        return Err(StartError::BadKind { index, kind });
+    }
     let Some(path) = find_plugin(&kind, dirs) else {
         return Err(StartError::NotFound {
             index,
@@ -167,6 +175,11 @@ fn prepare(
     Ok((delivery, output))
 }
 
+/// Whether `kind` can name a plugin file: non-empty, letters, digits, `_` and `-` only.
+fn is_valid_kind(kind: &str) -> bool {
+    !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> RunningOutput {
     let (done, finished) = crossbeam_channel::bounded(1);
     let name = delivery.name.clone();
@@ -179,4 +192,19 @@ fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> RunningOutpu
         })
         .expect("spawning a delivery thread");
     RunningOutput { name, mailbox, thread: Some(thread), finished }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_cannot_leave_the_plugin_directories() {
+        for kind in ["dns", "acme_audit", "my-output", "v2"] {
+            assert!(is_valid_kind(kind), "{kind}");
+        }
+        for kind in ["", "../dns", "a/b", "dns.so", "dns ", "/etc/x"] {
+            assert!(!is_valid_kind(kind), "{kind:?}");
+        }
+    }
 }
