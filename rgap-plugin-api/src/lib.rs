@@ -83,6 +83,7 @@
 //! * Calls come from one host thread at a time, in order. Return promptly: a plugin that
 //!   falls behind gets [`Event::Resync`] and a fresh snapshot instead of the missed events.
 
+#![warn(missing_docs)]
 // `#[sabi_trait]` and the generated `*_Ref` names trip these lints on current rustc.
 #![allow(non_local_definitions, non_camel_case_types)]
 

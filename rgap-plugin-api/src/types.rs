@@ -33,11 +33,24 @@ impl Member {
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// A new address announced itself in `group`.
-    Join { group: u64, member: Member },
+    Join {
+        /// The group id from the listener's config.
+        group: u64,
+        /// The address that joined, with its first expiry.
+        member: Member,
+    },
     /// An address was not refreshed before its expiry and left `group`.
-    Leave { group: u64, member: Member },
+    Leave {
+        /// The group id from the listener's config.
+        group: u64,
+        /// The address that left, with the expiry it reached.
+        member: Member,
+    },
     /// `group` passed its `readiness_delay`: outputs may publish it from now on.
-    Ready { group: u64 },
+    Ready {
+        /// The group id from the listener's config.
+        group: u64,
+    },
     /// Events were lost because this output fell behind; the snapshot that follows is the truth.
     Resync,
 }
@@ -80,10 +93,15 @@ impl GroupSnapshot<'_> {
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Something failed and needs an operator.
     Error = 1,
+    /// Something is wrong but work goes on.
     Warn = 2,
+    /// Normal operation worth a line.
     Info = 3,
+    /// Detail for diagnosing.
     Debug = 4,
+    /// Very verbose detail.
     Trace = 5,
 }
 
@@ -113,7 +131,9 @@ pub enum ErrorKind {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
+    /// An ordinary error, or a caught panic.
     pub kind: ErrorKind,
+    /// What went wrong, on one line; for a panic, its message and location.
     pub message: RString,
 }
 
