@@ -13,12 +13,13 @@ mod writer;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rgap_plugin_api::duration::GoDuration;
 use rgap_plugin_api::{export_output, BoxError, GroupSnapshot, HostHandle, OutputPlugin};
 use serde::{Deserialize, Deserializer};
 
-use render::{Layout, Mapping, Waiting};
+use render::{GroupCopies, Layout, Mapping, Waiting};
 use writer::Writer;
 
 /// `spec:` of a `hostsfile` output (the Go rgap's keys).
@@ -58,12 +59,14 @@ where
 
 struct HostsFile {
     path: PathBuf,
-    layout: Layout,
+    layout: Arc<Layout>,
     /// The revision of each mapping's group at the last snapshot (`None` for a group the
     /// listener does not have); unchanged revisions mean nothing to do.
     revisions: Option<Vec<Option<u64>>>,
     /// Why the file is not being written, as last logged.
     waiting: Option<Waiting>,
+    /// The mapped groups as last seen, for the writer to render.
+    copies: GroupCopies,
     writer: Writer,
 }
 
@@ -90,12 +93,14 @@ impl OutputPlugin for HostsFile {
         }
         atomic::check_writable(&path)
             .map_err(|e| format!("spec.filename: cannot write {}: {e}", path.display()))?;
-        let writer = Writer::spawn(path.clone(), interval, host)?;
+        let layout = Arc::new(layout);
+        let writer = Writer::spawn(path.clone(), interval, layout.clone(), host)?;
         Ok(HostsFile {
             path,
             revisions: None,
             layout,
             waiting: None,
+            copies: GroupCopies::default(),
             writer,
         })
     }
@@ -111,14 +116,17 @@ impl OutputPlugin for HostsFile {
             return Ok(());
         }
         self.revisions = Some(revisions);
-        match self.layout.render(groups) {
-            Ok(content) => {
+        match self.layout.waiting(groups) {
+            None => {
                 if self.waiting.take().is_some() {
                     tracing::info!("every mapped group is ready: writing {}", self.path.display());
                 }
-                self.writer.publish(content);
+                // Rendering (formatting and sorting every address) is the writer's job, paced
+                // by its cost; here the changed groups are only copied.
+                self.copies.update(groups, &self.layout);
+                self.writer.submit(self.copies.groups());
             }
-            Err(waiting) => {
+            Some(waiting) => {
                 if self.waiting.as_ref() != Some(&waiting) {
                     if waiting.unknown.is_empty() {
                         tracing::info!("not writing {} yet: {waiting}", self.path.display());

@@ -6,7 +6,9 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
-use rgap_plugin_api::GroupSnapshot;
+use std::sync::Arc;
+
+use rgap_plugin_api::{GroupSnapshot, Member};
 
 /// One group's addresses under one hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,20 +54,30 @@ impl fmt::Display for Waiting {
 }
 
 impl Layout {
-    /// The file's content for `groups`, or why there is none yet.
-    pub fn render(&self, groups: &[GroupSnapshot<'_>]) -> Result<String, Waiting> {
+    /// Why the file cannot be written for `groups`, if it cannot: cheap, no formatting.
+    pub fn waiting(&self, groups: &[GroupSnapshot<'_>]) -> Option<Waiting> {
         let mut waiting = Waiting { not_ready: Vec::new(), unknown: Vec::new() };
-        let mut found = Vec::with_capacity(self.mappings.len());
         for mapping in &self.mappings {
             match groups.iter().find(|group| group.id == mapping.group) {
-                Some(group) if group.ready => found.push(group),
+                Some(group) if group.ready => {}
                 Some(_) => push_once(&mut waiting.not_ready, mapping.group),
                 None => push_once(&mut waiting.unknown, mapping.group),
             }
         }
-        if !(waiting.not_ready.is_empty() && waiting.unknown.is_empty()) {
+        let complete = waiting.not_ready.is_empty() && waiting.unknown.is_empty();
+        (!complete).then_some(waiting)
+    }
+
+    /// The file's content for `groups`, or why there is none yet.
+    pub fn render(&self, groups: &[GroupSnapshot<'_>]) -> Result<String, Waiting> {
+        if let Some(waiting) = self.waiting(groups) {
             return Err(waiting);
         }
+        let found: Vec<&GroupSnapshot<'_>> = self
+            .mappings
+            .iter()
+            .filter_map(|mapping| groups.iter().find(|group| group.id == mapping.group))
+            .collect();
 
         let mut text = String::new();
         for line in &self.prepend_lines {
@@ -93,6 +105,61 @@ impl Layout {
             text.push('\n');
         }
         Ok(text)
+    }
+}
+
+/// One mapped group as last seen, owned so the writer can render it later.
+#[derive(Debug, Clone)]
+pub struct GroupCopy {
+    pub id: u64,
+    pub ready: bool,
+    pub revision: u64,
+    pub members: Arc<[Member]>,
+}
+
+impl GroupCopy {
+    pub fn snapshot(&self) -> GroupSnapshot<'_> {
+        GroupSnapshot {
+            id: self.id,
+            ready: self.ready,
+            revision: self.revision,
+            members: self.members.as_ref().into(),
+        }
+    }
+}
+
+/// Copies of the mapped groups, refreshed only for groups whose revision changed, so a
+/// change to one group costs a copy of that group, not of every group.
+#[derive(Debug, Default)]
+pub struct GroupCopies {
+    groups: Vec<GroupCopy>,
+}
+
+impl GroupCopies {
+    /// Brings the copies up to date with the mapped groups of `groups`.
+    pub fn update(&mut self, groups: &[GroupSnapshot<'_>], layout: &Layout) {
+        let mut previous = std::mem::take(&mut self.groups);
+        for group in groups {
+            if !layout.mappings.iter().any(|mapping| mapping.group == group.id) {
+                continue;
+            }
+            let kept = previous.iter().position(|copy| copy.id == group.id);
+            let copy = match kept.map(|index| previous.swap_remove(index)) {
+                Some(copy) if copy.revision == group.revision => copy,
+                _ => GroupCopy {
+                    id: group.id,
+                    ready: group.ready,
+                    revision: group.revision,
+                    members: group.members().into(),
+                },
+            };
+            self.groups.push(copy);
+        }
+    }
+
+    /// The current copies (cheap: shared member lists).
+    pub fn groups(&self) -> Vec<GroupCopy> {
+        self.groups.clone()
     }
 }
 

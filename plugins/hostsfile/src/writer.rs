@@ -1,9 +1,12 @@
 //! The writer thread: it alone touches the hosts file, so the host's delivery thread never
 //! waits for the disk.
 //!
-//! The delivery thread publishes the content it wants; the writer wakes at once and writes
-//! it if it differs from what the writer last wrote (a snapshot that changes nothing, e.g. a
-//! refresh, costs no write). Every `interval` it also compares the file on disk with the
+//! The delivery thread submits copies of the mapped groups; the writer renders the file and
+//! writes it if it differs from what it last wrote (a snapshot that changes nothing, e.g. a
+//! refresh, costs no write). Rendering and writing are paced by their own cost: after work
+//! that took `t`, the next render waits `t * RENDER_COST_FACTOR`. A small file is rewritten
+//! within a millisecond of a change; a file of 100 000 lines is not re-sorted and rewritten
+//! dozens of times a second while a fleet starts up. Every `interval` it also compares the file on disk with the
 //! wanted content and rewrites it if they differ, so an edit or a removal by someone else is
 //! undone, and a write that failed is retried; an identical file is left alone. At stop it
 //! makes that same check once more, then ends.
@@ -16,13 +19,17 @@ use std::time::{Duration, Instant};
 use rgap_plugin_api::HostHandle;
 
 use crate::atomic;
+use crate::render::{GroupCopy, Layout};
+
+/// The writer spends at most 1 / (1 + this) of its time rendering and writing.
+const RENDER_COST_FACTOR: u32 = 10;
 
 /// What the delivery thread and the writer share.
 #[derive(Default)]
 struct State {
-    /// The content the file should have; `None` until every mapped group is ready.
-    wanted: Option<Arc<str>>,
-    /// `wanted` changed since the writer last looked.
+    /// The groups to render next; `None` until every mapped group is ready.
+    submitted: Option<Vec<GroupCopy>>,
+    /// `submitted` changed since the writer last looked.
     changed: bool,
     stopping: bool,
 }
@@ -47,26 +54,28 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread that keeps `path` up to date, logging as this plugin instance.
-    pub fn spawn(path: PathBuf, interval: Duration, host: HostHandle) -> std::io::Result<Writer> {
+    pub fn spawn(
+        path: PathBuf,
+        interval: Duration,
+        layout: Arc<Layout>,
+        host: HostHandle,
+    ) -> std::io::Result<Writer> {
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         let thread =
             std::thread::Builder::new().name("rgap hostsfile writer".into()).spawn(move || {
                 host.in_scope(|| {
                     let mut file = TargetFile { path, written: None, failing: false };
-                    write_loop(&mut file, interval, &thread_shared);
+                    write_loop(&mut file, interval, &layout, &thread_shared);
                 })
             })?;
         Ok(Writer { shared, thread: Some(thread) })
     }
 
-    /// Asks for `content` to be written, unless it is what was asked for last.
-    pub fn publish(&self, content: String) {
+    /// Hands over the groups to render; replaces any not yet rendered.
+    pub fn submit(&self, groups: Vec<GroupCopy>) {
         let mut state = self.shared.lock();
-        if state.wanted.as_deref() == Some(content.as_str()) {
-            return;
-        }
-        state.wanted = Some(content.into());
+        state.submitted = Some(groups);
         state.changed = true;
         drop(state);
         self.shared.wake.notify_one();
@@ -100,41 +109,55 @@ enum Wake {
     Stop,
 }
 
-fn write_loop(file: &mut TargetFile, interval: Duration, shared: &Shared) {
+fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared: &Shared) {
     let mut next_tick = Instant::now() + interval;
+    let mut next_render = Instant::now();
+    let mut wanted: Option<Arc<str>> = None;
     loop {
-        let (wake, wanted) = {
+        let (wake, submitted) = {
             let mut state = shared.lock();
             let wake = loop {
                 if state.stopping {
                     break Wake::Stop;
                 }
-                if state.changed {
+                let now = Instant::now();
+                if state.changed && now >= next_render {
                     state.changed = false;
                     break Wake::Changed;
                 }
-                let now = Instant::now();
                 if now >= next_tick {
                     break Wake::Tick;
                 }
+                let until = if state.changed { next_render.min(next_tick) } else { next_tick };
                 state = shared
                     .wake
-                    .wait_timeout(state, next_tick - now)
+                    .wait_timeout(state, until - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             };
-            (wake, state.wanted.clone())
+            let submitted = if wake == Wake::Tick { None } else { state.submitted.clone() };
+            (wake, submitted)
         };
-        if let Some(wanted) = wanted {
+        let started = Instant::now();
+        if let Some(groups) = submitted {
+            let snapshots: Vec<_> = groups.iter().map(GroupCopy::snapshot).collect();
+            if let Ok(content) = layout.render(&snapshots) {
+                wanted = Some(content.into());
+            }
+        }
+        if let Some(wanted) = &wanted {
             match wake {
-                Wake::Changed => file.write_if_changed(&wanted),
-                Wake::Tick | Wake::Stop => file.assert_content(&wanted, wake == Wake::Tick),
+                Wake::Changed => file.write_if_changed(wanted),
+                Wake::Tick | Wake::Stop => file.assert_content(wanted, wake == Wake::Tick),
             }
         }
         match wake {
             Wake::Stop => return,
             Wake::Tick => next_tick = Instant::now() + interval,
-            Wake::Changed => {}
+            Wake::Changed => {
+                let finished = Instant::now();
+                next_render = finished + (finished - started) * RENDER_COST_FACTOR;
+            }
         }
     }
 }
