@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Benchmark of the dns output: the real listener on loopback with members in several groups,
+# pinned to CPU 0, and dnsperf pinned to CPU 1 asking A and AAAA for the mapped names.
+#
+#   bench/dns/run.sh                 # 15 s, UDP
+#   SECONDS_TO_RUN=20 MODE=tcp bench/dns/run.sh
+#
+# Environment: SECONDS_TO_RUN (15), MODE (udp|tcp), GROUPS_N (4), MEMBERS (5 per family and
+# group), OUTSTANDING (dnsperf -q, 256), CLIENTS (dnsperf -c, 4), DNS_PORT (18253),
+# ANNOUNCE_PORT (18282), PERF_OUT (a file: record a perf profile of the server). Prints dnsperf's summary: queries per second and latency.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+SECONDS_TO_RUN=${SECONDS_TO_RUN:-15}
+MODE=${MODE:-udp}
+GROUPS_N=${GROUPS_N:-4}
+MEMBERS=${MEMBERS:-5}
+OUTSTANDING=${OUTSTANDING:-256}
+CLIENTS=${CLIENTS:-4}
+DNS_PORT=${DNS_PORT:-18253}
+ANNOUNCE_PORT=${ANNOUNCE_PORT:-18282}
+PSK=8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431
+
+if ! command -v dnsperf >/dev/null; then
+    echo "installing dnsperf" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq dnsperf >/dev/null
+fi
+command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
+if [ "$(nproc)" -lt 2 ]; then
+    echo "warning: fewer than 2 CPUs; server and dnsperf will share one" >&2
+fi
+
+cargo build --release --workspace --quiet
+RGAP=target/release/rgap
+
+WORK=$(mktemp -d)
+LISTENER_PID=""
+cleanup() {
+    if [ -n "$LISTENER_PID" ]; then
+        kill "$LISTENER_PID" 2>/dev/null || true
+        wait "$LISTENER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Config: GROUPS_N groups, one name each (gN.bench.rgap.test), plus one name on an empty
+# group so the fallback path is exercised too.
+{
+    echo "listen:"
+    echo "  - 127.0.0.1:$ANNOUNCE_PORT"
+    echo "groups:"
+    for g in $(seq 1 "$GROUPS_N") $((GROUPS_N + 1)); do
+        echo "  - id: $((1000 + g))"
+        echo "    psk: $PSK"
+        echo "    expire: 1h"
+        echo "    readiness_delay: 0s"
+    done
+    echo "outputs:"
+    echo "  - kind: eventlog"
+    echo "  - kind: dns"
+    echo "    spec:"
+    echo "      bind_address: 127.0.0.1:$DNS_PORT"
+    echo "      mappings:"
+    for g in $(seq 1 "$GROUPS_N"); do
+        echo "        g$g.bench.rgap.test:"
+        echo "          group: $((1000 + g))"
+    done
+    echo "        empty.bench.rgap.test:"
+    echo "          group: $((1000 + GROUPS_N + 1))"
+    echo "          fallback_addresses: [192.0.2.1, 192.0.2.2, '2001:db8::1']"
+} >"$WORK/rgap.yaml"
+
+RUST_LOG=info taskset -c 0 "$RGAP" listener -c "$WORK/rgap.yaml" 2>"$WORK/listener.log" &
+LISTENER_PID=$!
+
+wait_for() { # pattern count
+    for _ in $(seq 1 200); do
+        if [ "$(grep -c -- "$1" "$WORK/listener.log" || true)" -ge "$2" ]; then return 0; fi
+        sleep 0.05
+    done
+    echo "timed out waiting for '$1'; log:" >&2
+    cat "$WORK/listener.log" >&2
+    exit 1
+}
+wait_for "listener started" 1
+
+# Members: MEMBERS IPv4 and MEMBERS IPv6 addresses per group, each announced once (expire 1h).
+for g in $(seq 1 "$GROUPS_N"); do
+    for m in $(seq 1 "$MEMBERS"); do
+        "$RGAP" agent -g $((1000 + g)) -a "10.$g.0.$m" -k "$PSK" -d "127.0.0.1:$ANNOUNCE_PORT" 2>/dev/null
+        "$RGAP" agent -g $((1000 + g)) -a "fd00:$g::$m" -k "$PSK" -d "127.0.0.1:$ANNOUNCE_PORT" 2>/dev/null
+    done
+done
+wait_for "has joined group" $((GROUPS_N * MEMBERS * 2))
+
+{
+    for g in $(seq 1 "$GROUPS_N"); do
+        echo "g$g.bench.rgap.test A"
+        echo "g$g.bench.rgap.test AAAA"
+    done
+    echo "empty.bench.rgap.test A"
+} >"$WORK/queries.txt"
+
+echo "server: rgap listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
+    "$GROUPS_N groups x $((MEMBERS * 2)) members, $CLIENTS clients, $OUTSTANDING outstanding"
+PERF_PID=""
+if [ -n "${PERF_OUT:-}" ]; then # profile the server while dnsperf runs
+    perf record -F 999 -g -p "$LISTENER_PID" -o "$PERF_OUT" -- sleep "$SECONDS_TO_RUN" 2>/dev/null &
+    PERF_PID=$!
+fi
+taskset -c 1 dnsperf -m "$MODE" -s 127.0.0.1 -p "$DNS_PORT" -d "$WORK/queries.txt" \
+    -l "$SECONDS_TO_RUN" -c "$CLIENTS" -T 1 -q "$OUTSTANDING" >"$WORK/dnsperf.txt" 2>&1 || {
+    cat "$WORK/dnsperf.txt" >&2
+    exit 1
+}
+[ -z "$PERF_PID" ] || wait "$PERF_PID"
+grep -E "Queries (sent|completed|lost)|Response codes|Average packet|Run time|Queries per second|Average Latency|Latency StdDev" \
+    "$WORK/dnsperf.txt"

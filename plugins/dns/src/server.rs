@@ -1,0 +1,251 @@
+//! The sockets: UDP and TCP bound on `bind_address` at create (so that a busy port is an
+//! error at start), served by one thread running the plugin's own current-thread tokio
+//! runtime (a cdylib cannot use the host's).
+//!
+//! UDP is one loop per socket with no task per query: read a datagram, answer it from the
+//! published view, send. TCP takes at most [`MAX_TCP_CONNECTIONS`] connections, each with
+//! its own task that reads length-prefixed queries one after the other; a connection that
+//! stays silent, or sends half a message, for [`TCP_IDLE_TIMEOUT`] is closed.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rgap_plugin_api::HostHandle;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::answer::{Responder, Transport};
+use crate::spec::BindTarget;
+
+/// TCP connections served at once; more are closed as soon as they are accepted.
+pub const MAX_TCP_CONNECTIONS: usize = 512;
+/// How long a TCP connection may wait between queries, or take to send one, or to read one
+/// response, before it is closed.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The socket receive buffer asked for, so that bursts are not dropped by the kernel.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// The bound sockets, not yet served.
+pub struct Bound {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+}
+
+impl Bound {
+    /// The addresses bound, e.g. for the log.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|socket| socket.local_addr().ok()).collect()
+    }
+}
+
+/// Binds UDP and TCP on `target`. `Any` binds `[::]` accepting IPv4 too, or `0.0.0.0` when
+/// the host has no IPv6. Errors read `cannot bind 127.0.0.1:53 (TCP): Address already in use`.
+pub fn bind(target: BindTarget) -> Result<Bound, String> {
+    match target {
+        BindTarget::One(address) => bind_one(address, false),
+        BindTarget::Any(port) => {
+            let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+            match bind_one(v6, true) {
+                Err(why) if !ipv6_available() => {
+                    tracing::debug!("no IPv6 ({why}); binding IPv4 only");
+                    bind_one(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), false)
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+fn ipv6_available() -> bool {
+    Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).is_ok()
+}
+
+fn bind_one(address: SocketAddr, dual_stack: bool) -> Result<Bound, String> {
+    let fail = |what: &str, error: io::Error| format!("cannot bind {address} ({what}): {error}");
+    let domain = Domain::for_address(address);
+
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| fail("UDP", e))?;
+    if dual_stack {
+        udp.set_only_v6(false).map_err(|e| fail("UDP", e))?;
+    }
+    udp.bind(&address.into()).map_err(|e| fail("UDP", e))?;
+    udp.set_nonblocking(true).map_err(|e| fail("UDP", e))?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = udp.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    // Port 0 binds a free port: TCP then takes the same one.
+    let address = udp.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(address);
+
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| fail("TCP", e))?;
+    if dual_stack {
+        tcp.set_only_v6(false).map_err(|e| fail("TCP", e))?;
+    }
+    // Lets a restarted rgap bind while old connections sit in TIME_WAIT; a live listener
+    // on the port still makes bind fail.
+    tcp.set_reuse_address(true).map_err(|e| fail("TCP", e))?;
+    tcp.bind(&address.into()).map_err(|e| fail("TCP", e))?;
+    tcp.listen(1024).map_err(|e| fail("TCP", e))?;
+    tcp.set_nonblocking(true).map_err(|e| fail("TCP", e))?;
+
+    Ok(Bound { udp: vec![udp.into()], tcp: vec![tcp.into()] })
+}
+
+/// The running server; [`Server::stop`] ends it.
+pub struct Server {
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts serving `bound` on a thread of its own.
+    pub fn start(bound: Bound, responder: Arc<Responder>, host: HostHandle) -> io::Result<Server> {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        let (shutdown, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new().name("rgap dns".into()).spawn(move || {
+            host.in_scope(|| {
+                runtime.block_on(serve(bound, responder, stopped));
+                // Dropping the runtime cancels the connection tasks still open.
+                drop(runtime);
+            })
+        })?;
+        Ok(Server { shutdown: Some(shutdown), thread: Some(thread) })
+    }
+
+    /// Stops accepting and answering, closes every socket and waits for the thread.
+    pub fn stop(&mut self) -> Result<(), String> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| "the DNS server thread panicked".to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+async fn serve(bound: Bound, responder: Arc<Responder>, stopped: oneshot::Receiver<()>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for socket in bound.udp {
+        match UdpSocket::from_std(socket) {
+            Ok(socket) => {
+                tasks.spawn(serve_udp(socket, responder.clone()));
+            }
+            Err(error) => tracing::error!("cannot serve UDP: {error}"),
+        }
+    }
+    for listener in bound.tcp {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                tasks.spawn(serve_tcp(listener, responder.clone()));
+            }
+            Err(error) => tracing::error!("cannot serve TCP: {error}"),
+        }
+    }
+    let _ = stopped.await;
+    tasks.shutdown().await;
+}
+
+/// Answers `packet`, turning a panic in decoding or encoding into no answer rather than a
+/// dead server.
+fn respond(responder: &Responder, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+    catch_unwind(AssertUnwindSafe(|| responder.respond(packet, transport, out))).unwrap_or(false)
+}
+
+async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) {
+    // Big enough for any datagram, so that an oversized one is read whole (and answered
+    // FORMERR or dropped) instead of being cut.
+    let mut packet = vec![0u8; 65_536];
+    let mut response = Vec::with_capacity(4096);
+    loop {
+        let (length, peer) = match socket.recv_from(&mut packet).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here (ECONNREFUSED...): not ours.
+                tracing::trace!("UDP receive: {error}");
+                continue;
+            }
+        };
+        if peer.port() == 0 {
+            continue;
+        }
+        if respond(&responder, &packet[..length], Transport::Udp, &mut response) {
+            if let Err(error) = socket.send_to(&response, peer).await {
+                tracing::trace!("UDP send to {peer}: {error}");
+            }
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, responder: Arc<Responder>) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("TCP accept: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("TCP connection from {peer} refused: {MAX_TCP_CONNECTIONS} open");
+            continue;
+        };
+        let responder = responder.clone();
+        connections.spawn(async move {
+            if let Err(error) = serve_connection(stream, &responder).await {
+                tracing::trace!("TCP connection from {peer}: {error}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Queries on one connection, answered in order. Returns at end of stream, on a timeout or
+/// on a message too short to answer.
+async fn serve_connection(mut stream: TcpStream, responder: &Responder) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut packet = Vec::new();
+    let mut response = Vec::with_capacity(4096);
+    let mut frame = Vec::with_capacity(4096);
+    loop {
+        let mut length = [0u8; 2];
+        match within(stream.read_exact(&mut length)).await {
+            Ok(_) => {}
+            // A clean close between messages.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(error) => return Err(error),
+        }
+        packet.resize(usize::from(u16::from_be_bytes(length)), 0);
+        within(stream.read_exact(&mut packet)).await?;
+        if !respond(responder, &packet, Transport::Tcp, &mut response) {
+            return Ok(());
+        }
+        frame.clear();
+        frame.extend_from_slice(&(response.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&response);
+        within(stream.write_all(&frame)).await?;
+    }
+}
+
+/// `io` bounded by [`TCP_IDLE_TIMEOUT`].
+async fn within<T>(io: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(TCP_IDLE_TIMEOUT, io)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "idle for too long"))?
+}

@@ -1,0 +1,221 @@
+//! `spec:` of a `dns` output, with the Go rgap's keys, and the checks that turn it into a
+//! [`Config`]: the bind address, every mapped name and every fallback address are validated
+//! here, so that a mistake stops rgap at start with the key that holds it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use hickory_server::proto::rr::{LowerName, Name};
+use serde::Deserialize;
+
+/// `spec:` as written in YAML. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// `host:port`; `:port` means every address.
+    bind_address: String,
+    /// Name → group. Absent or null: no names (every query is NXDOMAIN).
+    #[serde(default)]
+    mappings: Option<BTreeMap<String, MappingSpec>>,
+    /// Compress names in responses (off by default, as in the Go rgap).
+    #[serde(default)]
+    compress: bool,
+    /// Leave the AA bit clear.
+    #[serde(default)]
+    non_authoritative: bool,
+}
+
+/// One entry of `mappings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingSpec {
+    group: u64,
+    #[serde(default)]
+    fallback_addresses: Option<Vec<String>>,
+}
+
+/// Where to listen: every address (`:port`) or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindTarget {
+    /// `:port`: IPv6 and IPv4 on every interface (`[::]` dual-stack, or `0.0.0.0` where the
+    /// host has no IPv6).
+    Any(u16),
+    /// An explicit host: only there.
+    One(SocketAddr),
+}
+
+/// A mapped name, checked.
+#[derive(Debug, Clone)]
+pub struct MappedName {
+    /// The key as the operator wrote it, for messages.
+    pub key: String,
+    pub group: u64,
+    pub fallback_v4: Vec<Ipv4Addr>,
+    pub fallback_v6: Vec<Ipv6Addr>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub bind: BindTarget,
+    /// Keyed by the lower-case fully qualified name, which is how queries are looked up.
+    pub names: HashMap<LowerName, MappedName>,
+    pub compress: bool,
+    pub authoritative: bool,
+}
+
+impl Config {
+    /// Checks `spec`; every error starts with the key path, e.g.
+    /// `spec.mappings.worker.example.com.fallback_addresses[1]: invalid IP address "1.2.3"`.
+    pub fn from_spec(spec: DnsSpec) -> Result<Config, String> {
+        let bind = parse_bind_address(&spec.bind_address)
+            .map_err(|why| format!("spec.bind_address: {why}"))?;
+        let mut names: HashMap<LowerName, MappedName> = HashMap::new();
+        for (key, mapping) in spec.mappings.unwrap_or_default() {
+            let at = format!("spec.mappings.{key}");
+            let name = parse_name(&key).map_err(|why| format!("{at}: {why}"))?;
+            let mut fallback_v4 = Vec::new();
+            let mut fallback_v6 = Vec::new();
+            for (index, text) in mapping.fallback_addresses.unwrap_or_default().iter().enumerate() {
+                match text.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+                    Ok(IpAddr::V4(v4)) => fallback_v4.push(v4),
+                    Ok(IpAddr::V6(v6)) => fallback_v6.push(v6),
+                    Err(_) => {
+                        return Err(format!(
+                            "{at}.fallback_addresses[{index}]: invalid IP address {text:?}"
+                        ))
+                    }
+                }
+            }
+            let mapped =
+                MappedName { key: key.clone(), group: mapping.group, fallback_v4, fallback_v6 };
+            if let Some(earlier) = names.insert(name, mapped) {
+                return Err(format!(
+                    "{at}: the same name as {:?} (names ignore case)",
+                    earlier.key
+                ));
+            }
+        }
+        Ok(Config { bind, names, compress: spec.compress, authoritative: !spec.non_authoritative })
+    }
+}
+
+/// `:8253`, `0.0.0.0:53`, `[::1]:53`, `localhost:5353`. A host name binds the first address
+/// it resolves to, as Go's `net.Listen` does.
+fn parse_bind_address(text: &str) -> Result<BindTarget, String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} is not host:port (use e.g. \":8253\" or \"127.0.0.1:53\")"));
+    };
+    let port: u16 =
+        port.parse().map_err(|_| format!("{text:?}: port {port:?} is not a number 0-65535"))?;
+    if host.is_empty() {
+        return Ok(BindTarget::Any(port));
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(BindTarget::One(SocketAddr::new(ip, port)));
+    }
+    let mut resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| format!("{text:?}: cannot resolve {host:?}: {error}"))?;
+    resolved
+        .next()
+        .map(BindTarget::One)
+        .ok_or_else(|| format!("{text:?}: {host:?} resolves to no address"))
+}
+
+/// A host name as it may appear in a query: labels of letters, digits, `-` and `_`, each
+/// 1-63 characters, 253 characters in all; the trailing dot is optional.
+fn parse_name(text: &str) -> Result<LowerName, String> {
+    let bare = text.strip_suffix('.').unwrap_or(text);
+    if bare.is_empty() {
+        return Err("invalid DNS name: empty".to_owned());
+    }
+    if bare.len() > 253 {
+        return Err(format!("invalid DNS name {text:?}: longer than 253 characters"));
+    }
+    for label in bare.split('.') {
+        if label.is_empty() {
+            return Err(format!("invalid DNS name {text:?}: empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "invalid DNS name {text:?}: label {label:?} is over 63 characters"
+            ));
+        }
+        if let Some(bad) =
+            label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "invalid DNS name {text:?}: {bad:?} is not allowed (letters, digits, '-', '_')"
+            ));
+        }
+    }
+    let mut name =
+        Name::from_ascii(bare).map_err(|error| format!("invalid DNS name {text:?}: {error}"))?;
+    name.set_fqdn(true);
+    Ok(LowerName::new(&name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> Result<Config, String> {
+        let spec: DnsSpec = rgap_plugin_api::decode_spec(yaml).map_err(|e| e.to_string())?;
+        Config::from_spec(spec)
+    }
+
+    #[test]
+    fn go_example_parses() {
+        let config = spec(
+            "bind_address: :8253\nmappings:\n  worker.example.com:\n    group: 1000\n    \
+             fallback_addresses: [1.2.3.4, 5.6.7.8, '2001:db8::1']\n  Worker.Example.ORG.:\n    \
+             group: 1000\n",
+        )
+        .unwrap();
+        assert_eq!(config.bind, BindTarget::Any(8253));
+        assert!(!config.compress);
+        assert!(config.authoritative);
+        let com = LowerName::new(&Name::from_ascii("worker.example.com.").unwrap());
+        let org = LowerName::new(&Name::from_ascii("worker.example.org.").unwrap());
+        assert_eq!(config.names[&com].fallback_v4.len(), 2);
+        assert_eq!(config.names[&com].fallback_v6, ["2001:db8::1".parse::<Ipv6Addr>().unwrap()]);
+        assert!(config.names[&org].fallback_v4.is_empty());
+    }
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind_address(":53").unwrap(), BindTarget::Any(53));
+        assert_eq!(
+            parse_bind_address("127.0.0.1:53").unwrap(),
+            BindTarget::One("127.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind_address("[::1]:53").unwrap(),
+            BindTarget::One("[::1]:53".parse().unwrap())
+        );
+        assert!(parse_bind_address("127.0.0.1").is_err());
+        assert!(parse_bind_address("127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = spec("bind_address: :53\nmappings:\n  bad..name:\n    group: 1\n").unwrap_err();
+        assert!(error.starts_with("spec.mappings.bad..name: invalid DNS name"), "{error}");
+        let error = spec(
+            "bind_address: :53\nmappings:\n  a.b:\n    group: 1\n    \
+             fallback_addresses: [1.2.3.4, 1.2.3]\n",
+        )
+        .unwrap_err();
+        assert_eq!(error, "spec.mappings.a.b.fallback_addresses[1]: invalid IP address \"1.2.3\"");
+        let error = spec("bind_address: nope\n").unwrap_err();
+        assert!(error.starts_with("spec.bind_address: "), "{error}");
+        let error = spec("bind_address: :53\ncompres: true\n").unwrap_err();
+        assert!(error.contains("compres"), "{error}");
+        let error =
+            spec("bind_address: :53\nmappings:\n  a.b:\n    group: 1\n  A.B.:\n    group: 2\n")
+                .unwrap_err();
+        assert!(error.contains("the same name"), "{error}");
+    }
+}

@@ -1,0 +1,658 @@
+//! End-to-end tests of the `dns` output: the real `rgap listener` with `kind: dns`, real
+//! signed announcements, and a real DNS client (hickory's, from `hickory-net`) asking over
+//! UDP and TCP. Every wait polls with a deadline; nothing sleeps to synchronise.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::{DnsHandle as _, FirstAnswer as _};
+use hickory_proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Edns, Message, OpCode, Query, ResponseCode,
+};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+
+use common::{
+    announcement, config, eventually, free_port, free_udp_port, listener_start_error, send_to,
+    spawn_listener, RunningListener, PSK,
+};
+
+const GROUP: u64 = 1000;
+/// The mapped name of group 1000, with fallbacks 192.0.2.1, 192.0.2.2 and 2001:db8::1.
+const NAME: &str = "worker.example.com.";
+const EXPIRE_SECONDS: u32 = 30;
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A running listener with one `dns` output.
+struct Dns {
+    listener: RunningListener,
+    /// Where announcements go.
+    announce_port: u16,
+    /// The DNS server.
+    server: SocketAddr,
+}
+
+/// How a query travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// UDP with EDNS (the client advertises 1232 bytes).
+    Udp,
+    /// UDP without EDNS: responses are limited to 512 bytes.
+    UdpClassic,
+    Tcp,
+}
+
+/// An `eventlog` output (its join lines tell when the table has a member) and a `dns`
+/// output mapping [`NAME`] to group 1000, with `mappings_extra` (indented for the mappings
+/// block) and `spec_extra` (further spec keys).
+fn dns_output(dns_port: u16, mappings_extra: &str, spec_extra: &str) -> String {
+    format!(
+        "- kind: eventlog\n- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    \
+         mappings:\n      {NAME}:\n        group: {GROUP}\n        fallback_addresses: \
+         [192.0.2.1, 192.0.2.2, '2001:db8::1']\n{mappings_extra}{spec_extra}"
+    )
+}
+
+/// Starts a listener with group 1000 (`expire: 30s`, `readiness_delay` as given) and a dns
+/// output with `spec_extra`.
+fn start_dns(readiness_delay: &str, spec_extra: &str) -> Dns {
+    start_dns_with(
+        &format!("  expire: {EXPIRE_SECONDS}s\n  readiness_delay: {readiness_delay}\n"),
+        "",
+        spec_extra,
+    )
+}
+
+fn start_dns_with(group_extra: &str, mappings_extra: &str, spec_extra: &str) -> Dns {
+    let announce_port = free_udp_port();
+    let dns_port = free_port();
+    let outputs = dns_output(dns_port, mappings_extra, spec_extra);
+    let listener = spawn_listener(&config(announce_port, group_extra, &outputs));
+    listener.wait_for_log("listener started");
+    Dns { listener, announce_port, server: ([127, 0, 0, 1], dns_port).into() }
+}
+
+impl Dns {
+    fn announce(&self, ip: &str) {
+        send_to(([127, 0, 0, 1], self.announce_port).into(), &announcement(GROUP, ip, PSK));
+    }
+
+    fn query(&self, name: &str, record_type: RecordType, via: Via) -> DnsResponse {
+        query(self.server, name, record_type, via)
+    }
+
+    /// Polls until `condition` holds for the answer to `name`/`record_type`; returns it.
+    fn wait_for(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        via: Via,
+        what: &str,
+        condition: impl Fn(&DnsResponse) -> bool,
+    ) -> DnsResponse {
+        let mut last = None;
+        let held = eventually(|| {
+            let response = self.query(name, record_type, via);
+            let done = condition(&response);
+            last = Some(response);
+            done
+        });
+        let last = last.expect("at least one query");
+        assert!(held, "timed out waiting for {what}; last answer: {:?}", *last);
+        last
+    }
+}
+
+/// Sends `request` to `server` over `via` with hickory's client; panics without an answer.
+fn exchange(server: SocketAddr, via: Via, request: DnsRequest) -> DnsResponse {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let provider = TokioRuntimeProvider::default();
+        let client = match via {
+            Via::Udp | Via::UdpClassic => {
+                let stream = UdpClientStream::builder(server, provider)
+                    .with_timeout(Some(QUERY_TIMEOUT))
+                    .build();
+                let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+                tokio::spawn(background);
+                client
+            }
+            Via::Tcp => {
+                let (connect, handle) =
+                    TcpClientStream::new(server, None, Some(QUERY_TIMEOUT), provider);
+                let stream = connect.await.expect("TCP connection to the dns output");
+                let (client, background) = Client::<TokioRuntimeProvider>::new(stream, handle);
+                tokio::spawn(background);
+                client
+            }
+        };
+        client.send(request).first_answer().await.expect("a DNS response")
+    })
+}
+
+fn options(via: Via) -> DnsRequestOptions {
+    let mut options = DnsRequestOptions::default();
+    options.use_edns = via != Via::UdpClassic;
+    options.recursion_desired = false;
+    options
+}
+
+fn query(server: SocketAddr, name: &str, record_type: RecordType, via: Via) -> DnsResponse {
+    let query = Query::query(Name::from_ascii(name).unwrap(), record_type);
+    exchange(server, via, DnsRequest::from_query(query, options(via)))
+}
+
+/// The addresses in the answer section.
+fn addresses(response: &DnsResponse) -> BTreeSet<IpAddr> {
+    response
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
+    list.iter().map(|ip| ip.parse().unwrap()).collect()
+}
+
+fn ttls(response: &DnsResponse) -> Vec<u32> {
+    response.answers.iter().map(|record| record.ttl).collect()
+}
+
+fn code(response: &DnsResponse) -> ResponseCode {
+    response.metadata.response_code
+}
+
+// ---------------------------------------------------------------------------------------
+// Answers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn members_answer_as_a_and_aaaa_with_their_remaining_ttl() {
+    let dns = start_dns("0s", "");
+    for ip in ["10.0.0.1", "10.0.0.2", "2001:db8:1::1", "2001:db8:1::2"] {
+        dns.announce(ip);
+    }
+    for via in [Via::Udp, Via::UdpClassic, Via::Tcp] {
+        let a = dns.wait_for(NAME, RecordType::A, via, "both IPv4 members", |r| {
+            addresses(r) == ips(&["10.0.0.1", "10.0.0.2"])
+        });
+        assert_eq!(code(&a), ResponseCode::NoError);
+        assert!(a.metadata.authoritative, "AA must be set");
+        assert!(!a.metadata.truncation);
+        assert_eq!(a.answers.len(), 2);
+        assert!(a.answers.iter().all(|record| record.record_type() == RecordType::A));
+        for ttl in ttls(&a) {
+            assert!((1..=EXPIRE_SECONDS).contains(&ttl), "TTL {ttl} outside 1..={EXPIRE_SECONDS}");
+        }
+
+        let aaaa = dns.wait_for(NAME, RecordType::AAAA, via, "both IPv6 members", |r| {
+            addresses(r) == ips(&["2001:db8:1::1", "2001:db8:1::2"])
+        });
+        assert!(aaaa.answers.iter().all(|record| record.record_type() == RecordType::AAAA));
+        for ttl in ttls(&aaaa) {
+            assert!((1..=EXPIRE_SECONDS).contains(&ttl), "TTL {ttl} outside 1..={EXPIRE_SECONDS}");
+        }
+    }
+    // SIGTERM stops the server thread with the rest, and rgap exits 0.
+    let server = dns.server;
+    assert!(dns.listener.terminate().success());
+    assert!(UdpSocket::bind(server).is_ok(), "the DNS port is released");
+}
+
+#[test]
+fn ttl_counts_down_to_the_members_expiry() {
+    // Announced 20 s in the past: at most 10 s are left of the 30 s.
+    let dns = start_dns("0s", "");
+    let stamp = rgap_core::protocol::unix_micros(std::time::SystemTime::now()) - 20_000_000;
+    send_to(
+        ([127, 0, 0, 1], dns.announce_port).into(),
+        &common::announcement_at(GROUP, "10.0.0.9", PSK, stamp),
+    );
+    let a = dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| {
+        addresses(r) == ips(&["10.0.0.9"])
+    });
+    let ttl = ttls(&a)[0];
+    assert!((1..=10).contains(&ttl), "TTL {ttl}: the member has at most 10 s left");
+}
+
+#[test]
+fn empty_group_answers_fallbacks_with_ttl_0_until_a_member_joins() {
+    let dns = start_dns("0s", "");
+    for via in [Via::Udp, Via::Tcp] {
+        let a = dns.wait_for(NAME, RecordType::A, via, "the IPv4 fallbacks", |r| {
+            code(r) == ResponseCode::NoError && !r.answers.is_empty()
+        });
+        assert_eq!(addresses(&a), ips(&["192.0.2.1", "192.0.2.2"]));
+        assert_eq!(ttls(&a), [0, 0]);
+        let aaaa = dns.query(NAME, RecordType::AAAA, via);
+        assert_eq!(addresses(&aaaa), ips(&["2001:db8::1"]));
+        assert_eq!(ttls(&aaaa), [0]);
+    }
+
+    // A member replaces the fallbacks as soon as it is announced.
+    dns.announce("10.0.0.7");
+    let a = dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| {
+        addresses(r) == ips(&["10.0.0.7"])
+    });
+    assert!(ttls(&a)[0] >= 1);
+    // The group is no longer empty: an IPv4-only group has no AAAA (no fallback either).
+    let aaaa = dns.query(NAME, RecordType::AAAA, Via::Udp);
+    assert_eq!(code(&aaaa), ResponseCode::NoError);
+    assert!(aaaa.answers.is_empty(), "NODATA expected, got {:?}", aaaa.answers);
+}
+
+#[test]
+fn a_member_that_expires_gives_way_to_the_fallbacks() {
+    let dns = start_dns_with("  expire: 2s\n  readiness_delay: 0s\n", "", "");
+    dns.announce("10.0.0.5");
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| {
+        addresses(r) == ips(&["10.0.0.5"])
+    });
+    let a = dns.wait_for(NAME, RecordType::A, Via::Udp, "the fallbacks after expiry", |r| {
+        addresses(r) == ips(&["192.0.2.1", "192.0.2.2"])
+    });
+    assert_eq!(ttls(&a), [0, 0]);
+}
+
+#[test]
+fn names_match_in_any_case_with_or_without_the_trailing_dot() {
+    // Configured in mixed case and without the trailing dot, asked in other cases.
+    let dns = start_dns_with(
+        "  expire: 30s\n  readiness_delay: 0s\n",
+        &format!("      Api.Example.NET:\n        group: {GROUP}\n"),
+        "",
+    );
+    dns.announce("10.0.0.3");
+    for name in ["WoRkEr.ExAmPlE.cOm.", "WORKER.EXAMPLE.COM", "api.example.net.", "API.EXAMPLE.NET"]
+    {
+        for via in [Via::Udp, Via::Tcp] {
+            let a = dns
+                .wait_for(name, RecordType::A, via, name, |r| addresses(r) == ips(&["10.0.0.3"]));
+            // The question and the answers keep the case of the query.
+            assert_eq!(
+                a.answers[0].name.to_ascii().trim_end_matches('.'),
+                name.trim_end_matches('.')
+            );
+        }
+    }
+}
+
+#[test]
+fn many_records_of_a_large_group_are_shuffled() {
+    let dns = start_dns("0s", "");
+    let members: Vec<String> = (1..=8).map(|i| format!("10.0.1.{i}")).collect();
+    for ip in &members {
+        dns.announce(ip);
+    }
+    let all: BTreeSet<IpAddr> = members.iter().map(|ip| ip.parse().unwrap()).collect();
+    let first = dns.wait_for(NAME, RecordType::A, Via::Udp, "8 members", |r| addresses(r) == all);
+    let order = |r: &DnsResponse| -> Vec<String> {
+        r.answers.iter().map(|record| record.data.to_string()).collect()
+    };
+    // 8! orders: the same order 30 times over would take a broken shuffle.
+    let first_order = order(&first);
+    let reordered =
+        (0..30).any(|_| order(&dns.query(NAME, RecordType::A, Via::Udp)) != first_order);
+    assert!(reordered, "30 answers all in the order {first_order:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Response codes and flags
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_group_that_is_not_ready_answers_servfail() {
+    let dns = start_dns("1h", "");
+    dns.announce("10.0.0.1");
+    dns.listener.wait_for_log("host 10.0.0.1 has joined group 1000");
+    for via in [Via::Udp, Via::Tcp] {
+        for record_type in [RecordType::A, RecordType::AAAA] {
+            let response = dns.query(NAME, record_type, via);
+            assert_eq!(code(&response), ResponseCode::ServFail, "{record_type} over {via:?}");
+            assert!(response.answers.is_empty());
+        }
+    }
+    // Names that are not mapped are NXDOMAIN all the same.
+    assert_eq!(
+        code(&dns.query("nope.example.com.", RecordType::A, Via::Udp)),
+        ResponseCode::NXDomain
+    );
+}
+
+#[test]
+fn unmapped_names_are_nxdomain() {
+    let dns = start_dns("0s", "");
+    for name in ["other.example.com.", "x.worker.example.com.", "example.com.", "."] {
+        for via in [Via::Udp, Via::Tcp] {
+            let response = dns.query(name, RecordType::A, via);
+            assert_eq!(code(&response), ResponseCode::NXDomain, "{name} over {via:?}");
+            assert!(response.answers.is_empty());
+            assert!(response.metadata.authoritative, "AA on NXDOMAIN");
+        }
+    }
+}
+
+#[test]
+fn other_types_of_a_mapped_name_are_nodata() {
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| {
+        addresses(r) == ips(&["10.0.0.1"])
+    });
+    for record_type in
+        [RecordType::MX, RecordType::TXT, RecordType::NS, RecordType::SOA, RecordType::CNAME]
+    {
+        let response = dns.query(NAME, record_type, Via::Udp);
+        assert_eq!(code(&response), ResponseCode::NoError, "{record_type}");
+        assert!(response.answers.is_empty(), "{record_type}: {:?}", response.answers);
+        assert!(response.metadata.authoritative);
+    }
+    // No IPv6 member in a group that has members: NODATA, not the IPv6 fallback.
+    let aaaa = dns.query(NAME, RecordType::AAAA, Via::Tcp);
+    assert_eq!(code(&aaaa), ResponseCode::NoError);
+    assert!(aaaa.answers.is_empty());
+}
+
+#[test]
+fn non_authoritative_leaves_aa_clear() {
+    let dns = start_dns("0s", "    non_authoritative: true\n");
+    let a = dns.wait_for(NAME, RecordType::A, Via::Udp, "the fallbacks", |r| !r.answers.is_empty());
+    assert!(!a.metadata.authoritative);
+    let nx = dns.query("other.example.com.", RecordType::A, Via::Tcp);
+    assert_eq!(code(&nx), ResponseCode::NXDomain);
+    assert!(!nx.metadata.authoritative);
+}
+
+#[test]
+fn other_opcodes_and_classes_get_proper_errors() {
+    let dns = start_dns("0s", "");
+    // NOTIFY: not implemented.
+    let mut notify = Message::query();
+    notify.metadata.op_code = OpCode::Notify;
+    notify.add_query(Query::query(Name::from_ascii(NAME).unwrap(), RecordType::SOA));
+    let response = exchange(dns.server, Via::Udp, DnsRequest::new(notify, options(Via::Udp)));
+    assert_eq!(code(&response), ResponseCode::NotImp);
+
+    // Class CH (e.g. version.bind) and class ANY: refused.
+    for class in [DNSClass::CH, DNSClass::ANY] {
+        let mut query = Query::query(Name::from_ascii(NAME).unwrap(), RecordType::A);
+        query.set_query_class(class);
+        let response =
+            exchange(dns.server, Via::Udp, DnsRequest::from_query(query, options(Via::Udp)));
+        assert_eq!(code(&response), ResponseCode::Refused, "{class}");
+        assert!(response.answers.is_empty());
+    }
+}
+
+#[test]
+fn edns_queries_get_an_edns_reply() {
+    let dns = start_dns("0s", "");
+    let with =
+        dns.wait_for(NAME, RecordType::A, Via::Udp, "the fallbacks", |r| !r.answers.is_empty());
+    let edns = with.edns.as_ref().expect("an OPT record in the reply to an EDNS query");
+    assert_eq!(edns.version(), 0);
+    assert_eq!(edns.max_payload(), 1232);
+    let without = dns.query(NAME, RecordType::A, Via::UdpClassic);
+    assert!(without.edns.is_none(), "no OPT record in the reply to a query without one");
+
+    // An EDNS version we do not speak: BADVERS, with our OPT record saying version 0.
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_ascii(NAME).unwrap(), RecordType::A));
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    edns.set_max_payload(1232);
+    message.set_edns(edns);
+    let mut options = options(Via::Udp);
+    options.use_edns = false; // the message carries its own OPT record
+    let response = exchange(dns.server, Via::Udp, DnsRequest::new(message, options));
+    // 16: hickory reads it back under its other name, BADSIG.
+    assert_eq!(u16::from(code(&response)), u16::from(ResponseCode::BADVERS));
+    assert_eq!(response.edns.as_ref().map(Edns::version), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Size: truncation and compression
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_300_member_group_truncates_over_udp_and_comes_whole_over_tcp() {
+    let dns = start_dns("0s", "");
+    let members: Vec<String> =
+        (0..300).map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1)).collect();
+    for ip in &members {
+        dns.announce(ip);
+    }
+    let all: BTreeSet<IpAddr> = members.iter().map(|ip| ip.parse().unwrap()).collect();
+    let tcp = dns.wait_for(NAME, RecordType::A, Via::Tcp, "all 300 members over TCP", |r| {
+        addresses(r) == all
+    });
+    assert_eq!(tcp.answers.len(), 300);
+    assert!(!tcp.metadata.truncation);
+
+    for (via, limit) in [(Via::Udp, 1232), (Via::UdpClassic, 512)] {
+        let udp = dns.query(NAME, RecordType::A, via);
+        assert_eq!(code(&udp), ResponseCode::NoError);
+        assert!(udp.metadata.truncation, "TC must be set over {via:?}");
+        assert!(udp.as_buffer().len() <= limit, "{} bytes over {via:?}", udp.as_buffer().len());
+        assert!(udp.answers.len() < 300);
+        assert!(addresses(&udp).is_subset(&all));
+        assert_eq!(udp.edns.is_some(), via == Via::Udp, "OPT record kept when truncating");
+    }
+}
+
+#[test]
+fn compress_controls_name_compression() {
+    // Two dns outputs in one listener: the default (no compression, as in the Go rgap) and
+    // `compress: true`.
+    let announce_port = free_udp_port();
+    let (plain_port, compressed_port) = (free_port(), free_port());
+    let outputs = format!(
+        "{}{}",
+        dns_output(plain_port, "", ""),
+        dns_output(compressed_port, "", "    compress: true\n")
+    );
+    let group = format!("  expire: {EXPIRE_SECONDS}s\n  readiness_delay: 0s\n");
+    let listener = spawn_listener(&config(announce_port, &group, &outputs));
+    listener.wait_for_log("listener started");
+    let plain = query(([127, 0, 0, 1], plain_port).into(), NAME, RecordType::A, Via::Udp);
+    let compressed = query(([127, 0, 0, 1], compressed_port).into(), NAME, RecordType::A, Via::Udp);
+    assert_eq!(addresses(&plain), addresses(&compressed));
+    assert_eq!(addresses(&plain).len(), 2);
+
+    // A pointer to the question name (offset 12) is 2 bytes; the name in full is 20.
+    let pointer = [0xC0u8, 0x0C];
+    let has_pointer = |r: &DnsResponse| r.as_buffer().windows(2).any(|w| w == pointer);
+    assert!(has_pointer(&compressed), "compress: true writes answer names as pointers");
+    assert!(!has_pointer(&plain), "compress: false writes every name in full");
+    let name_length = NAME.len() + 1;
+    assert_eq!(plain.as_buffer().len() - compressed.as_buffer().len(), 2 * (name_length - 2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Robustness
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn junk_does_not_stop_the_server() {
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| {
+        addresses(r) == ips(&["10.0.0.1"])
+    });
+
+    // Datagrams: empty, too short for a header, a header promising a question that is not
+    // there, a response (never answered), a name with a pointer loop, random bytes, and
+    // an oversized datagram.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x12],
+        vec![0; 11],
+        vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0],
+        vec![0xAB, 0xCD, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0],
+        vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1],
+        vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 9, 3, b'f', b'o', b'o', 0, 0, 1, 0, 1],
+        vec![0x5A; 9000],
+    ];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for length in [12, 17, 40, 300, 1500] {
+        junk.push(
+            (0..length)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect(),
+        );
+    }
+    for _ in 0..50 {
+        for datagram in &junk {
+            let _ = socket.send_to(datagram, dns.server);
+        }
+    }
+    // A response-type datagram must not be answered (no reflection).
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 2048];
+    while socket.recv(&mut buf).is_ok() {}
+    socket.send_to(&[0xAB, 0xCD, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0], dns.server).unwrap();
+    assert!(socket.recv(&mut buf).is_err(), "a response datagram was answered");
+
+    // TCP: a connection that sends half a message and stays, one that sends a length and
+    // closes, one that sends garbage.
+    let mut half = TcpStream::connect(dns.server).unwrap();
+    half.write_all(&[0, 40, 0xAB, 0xCD]).unwrap();
+    let mut cut = TcpStream::connect(dns.server).unwrap();
+    cut.write_all(&[0, 200]).unwrap();
+    drop(cut);
+    let mut garbage = TcpStream::connect(dns.server).unwrap();
+    garbage.write_all(&[0, 3, 1, 2, 3, 0xFF, 0xFF]).unwrap();
+    let _ = garbage.read(&mut buf);
+
+    // Every kind of query is still answered, over both transports.
+    for via in [Via::Udp, Via::UdpClassic, Via::Tcp] {
+        let a = dns.query(NAME, RecordType::A, via);
+        assert_eq!(addresses(&a), ips(&["10.0.0.1"]), "over {via:?}");
+    }
+    drop(half);
+    assert!(!dns.listener.log().iter().any(|line| line.contains("panicked")));
+}
+
+#[test]
+fn binding_every_address_answers_on_ipv4_and_ipv6_loopback() {
+    let announce_port = free_udp_port();
+    let dns_port = free_port();
+    let outputs = dns_output(dns_port, "", "")
+        .replace(&format!("127.0.0.1:{dns_port}"), &format!(":{dns_port}"));
+    let group = format!("  expire: {EXPIRE_SECONDS}s\n  readiness_delay: 0s\n");
+    let listener = spawn_listener(&config(announce_port, &group, &outputs));
+    listener.wait_for_log("listener started");
+    let v4 = query(([127, 0, 0, 1], dns_port).into(), NAME, RecordType::A, Via::Udp);
+    assert_eq!(addresses(&v4), ips(&["192.0.2.1", "192.0.2.2"]));
+    let v4_tcp = query(([127, 0, 0, 1], dns_port).into(), NAME, RecordType::A, Via::Tcp);
+    assert_eq!(addresses(&v4_tcp), ips(&["192.0.2.1", "192.0.2.2"]));
+    if UdpSocket::bind("[::1]:0").is_ok() {
+        let v6: SocketAddr = format!("[::1]:{dns_port}").parse().unwrap();
+        assert_eq!(addresses(&query(v6, NAME, RecordType::AAAA, Via::Udp)), ips(&["2001:db8::1"]));
+        assert_eq!(addresses(&query(v6, NAME, RecordType::AAAA, Via::Tcp)), ips(&["2001:db8::1"]));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Start errors
+// ---------------------------------------------------------------------------------------
+
+fn dns_start_error(spec: &str) -> String {
+    let outputs = format!("- kind: dns\n  spec:\n{spec}");
+    listener_start_error(&config(free_udp_port(), "  expire: 30s\n", &outputs))
+}
+
+#[test]
+fn a_busy_port_is_a_start_error_naming_bind_address() {
+    let busy = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let error = dns_start_error(&format!("    bind_address: 127.0.0.1:{port}\n"));
+    assert!(
+        error.contains(&format!(
+            "spec.bind_address: cannot bind 127.0.0.1:{port} (UDP): Address already in use"
+        )),
+        "{error}"
+    );
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let error = dns_start_error(&format!("    bind_address: 127.0.0.1:{port}\n"));
+    assert!(
+        error.contains(&format!(
+            "spec.bind_address: cannot bind 127.0.0.1:{port} (TCP): Address already in use"
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_bad_bind_address_is_a_start_error() {
+    let error = dns_start_error("    bind_address: localhost\n");
+    assert!(error.contains("spec.bind_address: \"localhost\" is not host:port"), "{error}");
+    let error = dns_start_error("    bind_address: 127.0.0.1:70000\n");
+    assert!(error.contains("spec.bind_address: "), "{error}");
+}
+
+/// A dns spec on a free port with one mapping, `name`, whose keys are `keys` (one a line).
+fn spec_with_mapping(name: &str, keys: &[&str]) -> String {
+    let keys: String = keys.iter().map(|key| format!("        {key}\n")).collect();
+    format!("    bind_address: 127.0.0.1:{}\n    mappings:\n      {name}:\n{keys}", free_port())
+}
+
+#[test]
+fn a_bad_name_is_a_start_error_naming_the_key() {
+    let error = dns_start_error(&spec_with_mapping("bad..example.com", &["group: 1000"]));
+    assert!(error.contains("spec.mappings.bad..example.com: invalid DNS name"), "{error}");
+    let error = dns_start_error(&spec_with_mapping("\"has space.example.com\"", &["group: 1000"]));
+    assert!(error.contains("spec.mappings.has space.example.com: invalid DNS name"), "{error}");
+}
+
+#[test]
+fn a_bad_fallback_address_is_a_start_error_naming_the_key() {
+    let error = dns_start_error(&spec_with_mapping(
+        "a.example.com",
+        &["group: 1000", "fallback_addresses: [1.2.3.4, 1.2.3]"],
+    ));
+    assert!(
+        error.contains(
+            "spec.mappings.a.example.com.fallback_addresses[1]: invalid IP address \"1.2.3\""
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_start_errors() {
+    let port = free_port();
+    let error =
+        dns_start_error(&format!("    bind_address: 127.0.0.1:{port}\n    compres: true\n"));
+    assert!(error.contains("compres"), "{error}");
+    let error = dns_start_error(&spec_with_mapping(
+        "a.example.com",
+        &["group: 1000", "fallback: [1.2.3.4]"],
+    ));
+    assert!(error.contains("spec.mappings.a.example.com"), "{error}");
+    assert!(error.contains("fallback"), "{error}");
+}
