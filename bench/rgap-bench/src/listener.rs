@@ -97,6 +97,9 @@ impl BenchListener {
 
     /// Stops it with SIGTERM and returns its exact resource use and its log.
     pub fn stop(self) -> (Usage, Vec<String>) {
+        // VmHWM, not wait4's ru_maxrss: the latter counts the benchmark's own memory that the
+        // child shared between fork and exec.
+        let peak_rss_kib = proc_status_kib(self.pid(), "VmHWM:");
         // SAFETY: signalling and reaping our own child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let mut status = 0;
@@ -104,10 +107,7 @@ impl BenchListener {
         let reaped = unsafe { libc::wait4(self.pid(), &mut status, 0, &mut usage) };
         assert_eq!(reaped, self.pid(), "wait4 failed");
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        let used = Usage {
-            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-            peak_rss_kib: usage.ru_maxrss as u64,
-        };
+        let used = Usage { cpu: tv(usage.ru_utime) + tv(usage.ru_stime), peak_rss_kib };
         std::thread::sleep(Duration::from_millis(50)); // let the reader drain the last lines
         let log = self.log.lock().unwrap().clone();
         (used, log)

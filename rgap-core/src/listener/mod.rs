@@ -63,7 +63,6 @@ pub fn run(config_path: &Path) -> Result<(), ListenerError> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| ListenerError::Setup(format!("cannot install signal handlers: {e}")))?;
     let config = Config::load(config_path).map_err(ListenerError::Config)?;
-    keep_large_allocations_on_the_heap();
     let listener = Listener::start(&config, config_path)?;
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     tracing::info!(
@@ -72,19 +71,6 @@ pub fn run(config_path: &Path) -> Result<(), ListenerError> {
     );
     listener.shutdown();
     Ok(())
-}
-
-/// Published member lists of big groups are megabytes, allocated and freed many times a
-/// second. glibc serves such sizes with fresh `mmap`s, so every publish page-faulted its
-/// whole copy in again; below this threshold they come from the heap and are reused.
-fn keep_large_allocations_on_the_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before the worker threads exist.
-    unsafe {
-        const LIMIT: libc::c_int = 256 << 20;
-        libc::mallopt(libc::M_MMAP_THRESHOLD, LIMIT);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, LIMIT);
-    }
 }
 
 /// A started listener: sources, table and outputs running.
