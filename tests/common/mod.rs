@@ -226,7 +226,12 @@ impl RunningListener {
 
     /// Waits for the process to exit on its own.
     pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
-        let mut child = self.child.take().unwrap();
+        self.wait_exit_keeping_dir()
+    }
+
+    /// As [`Self::wait_exit`], keeping `self` (and so its directory) for inspection.
+    pub fn wait_exit_keeping_dir(&mut self) -> (ExitStatus, Vec<String>) {
+        let mut child = self.child.take().expect("listener already waited for");
         let status = wait_with_deadline(&mut child);
         // The reader thread finishes once stderr closes.
         let mut state = self.log.lines.lock().unwrap();
