@@ -364,3 +364,95 @@ fn multicast_between_network_namespaces() {
     assert!(status.success());
     listener.wait_for_log(&joined("10.77.0.1"));
 }
+
+/// The seed README's example config, unchanged but for ports and paths.
+fn seed_example_config(multicast_port: u16, port: u16, dns_port: u16, script: &str) -> String {
+    format!(
+        r##"listen:
+- 239.82.71.65:{multicast_port} # or "239.82.71.65:8271@eth0" or "239.82.71.65:8271@192.168.0.0/16"
+- 127.0.0.1:{port}
+groups:
+- id: 1000
+  psk: 8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431
+  expire: 15s
+  clock_skew: 10s
+  readiness_delay: 15s
+outputs:
+- kind: noop
+  spec:
+- kind: log
+  spec:
+    interval: 60s
+- kind: eventlog
+  spec: # or skip spec at all
+    only_groups: # or specify null for all groups
+    - 1000
+- kind: hostsfile
+  spec:
+    interval: 5s
+    filename: hosts
+    mappings:
+    - group: 1000
+      hostname: worker
+      fallback_addresses:
+      - 1.2.3.4
+      - 5.6.7.8
+    prepend_lines:
+    - "# Auto-generated hosts file"
+    - "# Do not edit manually, changes will be overwritten by RGAP"
+    append_lines:
+    - "# End of auto-generated file"
+- kind: dns
+  spec:
+    bind_address: 127.0.0.1:{dns_port}
+    mappings:
+      worker.example.com:
+        group: 1000
+        fallback_addresses:
+        - 1.2.3.4
+        - 5.6.7.8
+      worker.example.org:
+        group: 1000
+        fallback_addresses:
+        - 1.2.3.4
+        - 5.6.7.8
+- kind: command
+  spec:
+    group: 1000
+    command:
+    - "{script}"
+    - "--group"
+    - "1000"
+    timeout: 5s
+    retries: 3
+"##
+    )
+}
+
+#[test]
+fn seed_readme_example_config_runs_unchanged_but_for_ports_and_paths() {
+    let (multicast_port, port, dns_port) = (free_udp_port(), free_udp_port(), free_port());
+    let listener =
+        start_listener(&seed_example_config(multicast_port, port, dns_port, "/bin/true"));
+    send_to(local(port), &announcement(1000, "127.1.2.3", PSK));
+    listener.wait_for_log(&joined("127.1.2.3"));
+    assert_eq!(listener.lines_with("listener started").len(), 1);
+    assert!(listener.terminate().success());
+}
+
+#[test]
+fn shipped_example_config_starts_on_loopback() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rgap.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    // Fixed ports in the example; give this run free ones so tests never collide.
+    let (port, dns_port) = (free_udp_port(), free_port());
+    let text = text
+        .replace("127.0.0.1:8282", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:8253", &format!("127.0.0.1:{dns_port}"));
+    let listener = start_listener(&text);
+    send_to(local(port), &announcement(1000, "127.1.2.3", PSK));
+    listener.wait_for_log(&joined("127.1.2.3"));
+    // The command output (`cat`) echoes the member into the log once the group is ready.
+    listener.wait_for_log("stdout: 127.1.2.3");
+    assert!(listener.terminate().success());
+}
