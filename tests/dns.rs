@@ -7,6 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_net::client::Client;
@@ -553,6 +555,47 @@ fn junk_does_not_stop_the_server() {
     }
     drop(half);
     assert!(!dns.listener.log().iter().any(|line| line.contains("panicked")));
+}
+
+#[test]
+fn floods_and_idle_connections_do_not_lock_out_other_queries() {
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    let member = ips(&["10.0.0.1"]);
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| addresses(r) == member);
+
+    // More idle TCP connections than the server keeps (its MAX_TCP_CONNECTIONS is 512):
+    // the oldest make room for new ones.
+    let idle: Vec<TcpStream> =
+        (0..540).map(|_| TcpStream::connect(dns.server).expect("connect")).collect();
+
+    // A UDP flood of queries for unmapped names and of garbage, while we ask.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stop, server) = (stop.clone(), dns.server);
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut unmapped = Message::query();
+            unmapped
+                .add_query(Query::query(Name::from_ascii("x.example.").unwrap(), RecordType::A));
+            let unmapped = unmapped.to_vec().unwrap();
+            let garbage = [0xEEu8; 48];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && sent < 5_000_000 {
+                let datagram: &[u8] = if sent % 2 == 0 { &unmapped } else { &garbage };
+                if socket.send_to(datagram, server).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    for via in [Via::Udp, Via::Tcp, Via::UdpClassic, Via::Tcp, Via::Udp] {
+        assert_eq!(addresses(&dns.query(NAME, RecordType::A, via)), member, "over {via:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(flood.join().unwrap() > 0);
+    drop(idle);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! ([`answer`]), so a change shows in the next answer and no query waits for ingestion.
 
 mod answer;
+mod batch;
 mod server;
 mod spec;
 mod view;

@@ -2,13 +2,16 @@
 //! error at start), served by one thread running the plugin's own current-thread tokio
 //! runtime (a cdylib cannot use the host's).
 //!
-//! UDP is one loop per socket with no task per query: read a datagram, answer it from the
-//! published view, send. TCP takes at most [`MAX_TCP_CONNECTIONS`] connections, each with
-//! its own task that reads length-prefixed queries one after the other; a connection that
-//! stays silent, or sends half a message, for [`TCP_IDLE_TIMEOUT`] is closed.
+//! UDP is one loop per socket with no task per query: read a batch of datagrams, answer
+//! each from the published view, send the batch of responses (see [`crate::batch`]). TCP keeps at most [`MAX_TCP_CONNECTIONS`] connections (a new one
+//! closes the oldest), each with its own task that reads length-prefixed queries one after
+//! the other; a connection that stays silent, or sends half a message, for
+//! [`TCP_IDLE_TIMEOUT`] is closed.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,14 +19,16 @@ use std::time::Duration;
 
 use rgap_plugin_api::HostHandle;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 use crate::answer::{Responder, Transport};
+use crate::batch::Batch;
 use crate::spec::BindTarget;
 
-/// TCP connections served at once; more are closed as soon as they are accepted.
+/// TCP connections served at once; a new one beyond this closes the oldest.
 pub const MAX_TCP_CONNECTIONS: usize = 512;
 /// How long a TCP connection may wait between queries, or take to send one, or to read one
 /// response, before it is closed.
@@ -164,12 +169,10 @@ fn respond(responder: &Responder, packet: &[u8], transport: Transport, out: &mut
 }
 
 async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) {
-    // Big enough for any datagram, so that an oversized one is read whole (and answered
-    // FORMERR or dropped) instead of being cut.
-    let mut packet = vec![0u8; 65_536];
-    let mut response = Vec::with_capacity(4096);
+    let fd = socket.as_raw_fd();
+    let mut batch = Batch::default();
     loop {
-        let (length, peer) = match socket.recv_from(&mut packet).await {
+        let received = match socket.async_io(Interest::READABLE, || batch.receive(fd)).await {
             Ok(received) => received,
             Err(error) => {
                 // ICMP errors from earlier sends surface here (ECONNREFUSED...): not ours.
@@ -177,20 +180,29 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) {
                 continue;
             }
         };
-        if peer.port() == 0 {
-            continue;
-        }
-        if respond(&responder, &packet[..length], Transport::Udp, &mut response) {
-            if let Err(error) = socket.send_to(&response, peer).await {
-                tracing::trace!("UDP send to {peer}: {error}");
+        for i in 0..received {
+            if batch.peer_is_answerable(i) {
+                let (query, response) = batch.slot(i);
+                batch.answered[i] = respond(&responder, query, Transport::Udp, response);
             }
         }
+        let mut sent = 0;
+        while sent < received {
+            let sending =
+                socket.async_io(Interest::WRITABLE, || batch.send(fd, received, &mut sent));
+            if let Err(error) = sending.await {
+                tracing::trace!("UDP send: {error}");
+            }
+        }
+        // Under a flood every read succeeds at once: let the TCP tasks run too.
+        tokio::task::coop::consume_budget().await;
     }
 }
 
 async fn serve_tcp(listener: TcpListener, responder: Arc<Responder>) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
+    // Open connections, oldest first.
+    let mut by_age: VecDeque<AbortHandle> = VecDeque::new();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -202,17 +214,21 @@ async fn serve_tcp(listener: TcpListener, responder: Arc<Responder>) {
             }
         };
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!("TCP connection from {peer} refused: {MAX_TCP_CONNECTIONS} open");
-            continue;
-        };
+        by_age.retain(|connection| !connection.is_finished());
+        if connections.len() >= MAX_TCP_CONNECTIONS {
+            // Full: the oldest connection makes room, so that clients holding connections
+            // open cannot lock others out of TCP.
+            if let Some(oldest) = by_age.pop_front() {
+                tracing::debug!("{MAX_TCP_CONNECTIONS} TCP connections open: closing the oldest");
+                oldest.abort();
+            }
+        }
         let responder = responder.clone();
-        connections.spawn(async move {
+        by_age.push_back(connections.spawn(async move {
             if let Err(error) = serve_connection(stream, &responder).await {
                 tracing::trace!("TCP connection from {peer}: {error}");
             }
-            drop(slot);
-        });
+        }));
     }
 }
 
