@@ -3,8 +3,8 @@
 //!
 //! The delivery thread submits copies of the mapped groups; the writer renders the file and
 //! writes it if it differs from what it last wrote (a snapshot that changes nothing, e.g. a
-//! refresh, costs no write). Rendering and writing are paced by their own cost: after work
-//! that took `t`, the next render waits `t * RENDER_COST_FACTOR`. A small file is rewritten
+//! refresh, costs no write). Rendering is paced by its own cost: after a render that took
+//! `t`, the next waits `t * RENDER_COST_FACTOR`. A small file is rewritten
 //! within a millisecond of a change; a file of 100 000 lines is not re-sorted and rewritten
 //! dozens of times a second while a fleet starts up. Every `interval` it also compares the file on disk with the
 //! wanted content and rewrites it if they differ, so an edit or a removal by someone else is
@@ -21,7 +21,7 @@ use rgap_plugin_api::HostHandle;
 use crate::atomic;
 use crate::render::{GroupCopy, Layout};
 
-/// The writer spends at most 1 / (1 + this) of its time rendering and writing.
+/// The writer spends at most 1 / (1 + this) of its time rendering.
 const RENDER_COST_FACTOR: u32 = 10;
 
 /// What the delivery thread and the writer share.
@@ -145,6 +145,9 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
                 wanted = Some(content.into());
             }
         }
+        // Paced by the CPU work of rendering only: the write that follows waits on the disk
+        // (fsync), which costs no CPU and already delays the next render by itself.
+        let render_cost = started.elapsed();
         if let Some(wanted) = &wanted {
             match wake {
                 Wake::Changed => file.write_if_changed(wanted),
@@ -154,10 +157,7 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         match wake {
             Wake::Stop => return,
             Wake::Tick => next_tick = Instant::now() + interval,
-            Wake::Changed => {
-                let finished = Instant::now();
-                next_render = finished + (finished - started) * RENDER_COST_FACTOR;
-            }
+            Wake::Changed => next_render = Instant::now() + render_cost * RENDER_COST_FACTOR,
         }
     }
 }
