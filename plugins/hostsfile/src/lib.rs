@@ -106,12 +106,9 @@ impl OutputPlugin for HostsFile {
     }
 
     fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
-        let revisions: Vec<Option<u64>> = self
-            .layout
-            .mappings
-            .iter()
-            .map(|m| groups.iter().find(|g| g.id == m.group).map(|g| g.revision))
-            .collect();
+        let index = render::index_by_id(groups);
+        let revisions: Vec<Option<u64>> =
+            self.layout.mappings.iter().map(|m| index.get(&m.group).map(|g| g.revision)).collect();
         if self.revisions.as_ref() == Some(&revisions) {
             return Ok(());
         }

@@ -6,6 +6,7 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rgap_plugin_api::{GroupSnapshot, Member};
@@ -56,9 +57,10 @@ impl fmt::Display for Waiting {
 impl Layout {
     /// Why the file cannot be written for `groups`, if it cannot: cheap, no formatting.
     pub fn waiting(&self, groups: &[GroupSnapshot<'_>]) -> Option<Waiting> {
+        let index = index_by_id(groups);
         let mut waiting = Waiting { not_ready: Vec::new(), unknown: Vec::new() };
         for mapping in &self.mappings {
-            match groups.iter().find(|group| group.id == mapping.group) {
+            match index.get(&mapping.group) {
                 Some(group) if group.ready => {}
                 Some(_) => push_once(&mut waiting.not_ready, mapping.group),
                 None => push_once(&mut waiting.unknown, mapping.group),
@@ -73,11 +75,9 @@ impl Layout {
         if let Some(waiting) = self.waiting(groups) {
             return Err(waiting);
         }
-        let found: Vec<&GroupSnapshot<'_>> = self
-            .mappings
-            .iter()
-            .filter_map(|mapping| groups.iter().find(|group| group.id == mapping.group))
-            .collect();
+        let index = index_by_id(groups);
+        let found: Vec<&GroupSnapshot<'_>> =
+            self.mappings.iter().filter_map(|mapping| index.get(&mapping.group).copied()).collect();
 
         let mut text = String::new();
         for line in &self.prepend_lines {
@@ -138,13 +138,11 @@ pub struct GroupCopies {
 impl GroupCopies {
     /// Brings the copies up to date with the mapped groups of `groups`.
     pub fn update(&mut self, groups: &[GroupSnapshot<'_>], layout: &Layout) {
-        let mut previous = std::mem::take(&mut self.groups);
-        for group in groups {
-            if !layout.mappings.iter().any(|mapping| mapping.group == group.id) {
-                continue;
-            }
-            let kept = previous.iter().position(|copy| copy.id == group.id);
-            let copy = match kept.map(|index| previous.swap_remove(index)) {
+        let mapped: HashSet<u64> = layout.mappings.iter().map(|mapping| mapping.group).collect();
+        let mut previous: HashMap<u64, GroupCopy> =
+            self.groups.drain(..).map(|copy| (copy.id, copy)).collect();
+        for group in groups.iter().filter(|group| mapped.contains(&group.id)) {
+            let copy = match previous.remove(&group.id) {
                 Some(copy) if copy.revision == group.revision => copy,
                 _ => GroupCopy {
                     id: group.id,
@@ -161,6 +159,12 @@ impl GroupCopies {
     pub fn groups(&self) -> Vec<GroupCopy> {
         self.groups.clone()
     }
+}
+
+/// Groups by id: with many groups and many mappings, a scan per mapping would cost
+/// mappings × groups for every snapshot.
+pub fn index_by_id<'g, 'a>(groups: &'g [GroupSnapshot<'a>]) -> HashMap<u64, &'g GroupSnapshot<'a>> {
+    groups.iter().map(|group| (group.id, group)).collect()
 }
 
 fn push_once(ids: &mut Vec<u64>, id: u64) {
