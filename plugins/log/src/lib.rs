@@ -4,7 +4,6 @@
 //! The delivery thread only stores the latest snapshot (reusing the copy of any group whose
 //! revision did not change); a timer thread of the plugin's own writes the dump.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,12 +64,14 @@ impl OutputPlugin for LogOutput {
 
     fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
         let mut shared = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut previous: HashMap<u64, GroupCopy> =
-            shared.groups.drain(..).map(|group| (group.id, group)).collect();
+        // Groups come in config order every time, so the copy to reuse is at the same
+        // position: no lookup, and only groups whose revision moved are copied again.
+        let previous = std::mem::take(&mut shared.groups);
+        let mut previous = previous.into_iter();
         shared.groups = groups
             .iter()
-            .map(|group| match previous.remove(&group.id) {
-                Some(copy) if copy.revision == group.revision => copy,
+            .map(|group| match previous.next() {
+                Some(copy) if copy.id == group.id && copy.revision == group.revision => copy,
                 _ => GroupCopy {
                     id: group.id,
                     ready: group.ready,
