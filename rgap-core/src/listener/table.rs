@@ -45,8 +45,8 @@ struct Group {
     ready: bool,
     ready_at: Instant,
     members: Vec<Member>,
-    /// `deadlines[i]` is when `members[i]` leaves (monotonic).
-    deadlines: Vec<Instant>,
+    /// `deadlines[i]` is when `members[i]` leaves, in µs since the table's epoch.
+    deadlines: Vec<u64>,
     /// Position of each address in `members`. Fx hashing: keys are addresses that passed
     /// the HMAC, so nobody without the key can choose them to force collisions.
     positions: FxHashMap<[u8; 16], usize>,
@@ -81,7 +81,10 @@ impl Group {
 pub struct GroupTable {
     groups: Vec<Group>,
     /// Earliest deadline first; one entry per member (re-pushed when found extended).
-    expiry: BinaryHeap<Reverse<(Instant, u32, [u8; 16])>>,
+    /// Deadlines are µs since `epoch` (monotonic): half the size of an `Instant`, which
+    /// matters with a hundred thousand entries.
+    expiry: BinaryHeap<Reverse<(u64, u32, [u8; 16])>>,
+    epoch: Instant,
     events: Vec<Event>,
     membership_changed: bool,
     refreshed_since: Option<Instant>,
@@ -110,6 +113,7 @@ impl GroupTable {
         let mut table = GroupTable {
             groups,
             expiry: BinaryHeap::new(),
+            epoch: start,
             events: Vec::new(),
             membership_changed: true,
             refreshed_since: None,
@@ -123,11 +127,13 @@ impl GroupTable {
 
     /// Applies one verified announcement that arrived at `now` / `now_wall_us`.
     pub fn apply(&mut self, announcement: &Accepted, now: Instant, now_wall_us: i64) {
+        let now_ticks = self.ticks(now);
         let Some(group) = self.groups.get_mut(announcement.group_index as usize) else {
             return;
         };
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
-        let deadline = now + Duration::from_micros(remaining_us as u64);
+        let deadline = now_ticks.saturating_add(remaining_us as u64);
+
         match group.positions.get(&announcement.address) {
             Some(&position) => {
                 let member = &mut group.members[position];
@@ -158,8 +164,14 @@ impl GroupTable {
         }
     }
 
+    /// Microseconds from the epoch to `at` (0 before it).
+    fn ticks(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
     /// Removes every member whose deadline has passed.
     pub fn expire(&mut self, now: Instant) {
+        let now = self.ticks(now);
         while let Some(&Reverse((deadline, group_index, address))) = self.expiry.peek() {
             if deadline > now {
                 break;
@@ -196,7 +208,10 @@ impl GroupTable {
 
     /// When the table next has work of its own to do (an expiry, a readiness, a publish).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let expiry = self.expiry.peek().map(|Reverse((deadline, _, _))| *deadline);
+        let expiry = self
+            .expiry
+            .peek()
+            .map(|Reverse((deadline, _, _))| self.epoch + Duration::from_micros(*deadline));
         let readiness = self.groups.iter().filter(|g| !g.ready).map(|g| g.ready_at).min();
         let publish = if self.membership_changed {
             Some(self.next_publish_at)
