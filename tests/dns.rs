@@ -338,6 +338,20 @@ fn a_group_that_is_not_ready_answers_servfail() {
 }
 
 #[test]
+fn a_name_mapped_to_a_group_the_listener_lacks_warns_and_answers_servfail() {
+    let dns = start_dns_with(
+        &format!("  expire: {EXPIRE_SECONDS}s\n  readiness_delay: 0s\n"),
+        "      orphan.example.com:\n        group: 4242\n",
+        "",
+    );
+    dns.listener.wait_for_log(
+        "spec.mappings.orphan.example.com: group 4242 is not one of the listener's groups",
+    );
+    let response = dns.query("orphan.example.com.", RecordType::A, Via::Udp);
+    assert_eq!(code(&response), ResponseCode::ServFail);
+}
+
+#[test]
 fn unmapped_names_are_nxdomain() {
     let dns = start_dns("0s", "");
     for name in ["other.example.com.", "x.worker.example.com.", "example.com.", "."] {
@@ -582,7 +596,7 @@ fn floods_and_idle_connections_do_not_lock_out_other_queries() {
             let garbage = [0xEEu8; 48];
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) && sent < 5_000_000 {
-                let datagram: &[u8] = if sent % 2 == 0 { &unmapped } else { &garbage };
+                let datagram: &[u8] = [&unmapped[..], &garbage[..]][(sent & 1) as usize];
                 if socket.send_to(datagram, server).is_ok() {
                     sent += 1;
                 }

@@ -106,6 +106,10 @@ wait_for "has joined group" $((GROUPS_N * MEMBERS * 2))
 
 echo "server: rgap listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
     "$GROUPS_N groups x $((MEMBERS * 2)) members, $CLIENTS clients, $OUTSTANDING outstanding"
+cpu_ticks() { # user + system CPU time of the listener, in clock ticks
+    awk '{print $14 + $15}' "/proc/$LISTENER_PID/stat"
+}
+TICKS_BEFORE=$(cpu_ticks)
 PERF_PID=""
 if [ -n "${PERF_OUT:-}" ]; then # profile the server while dnsperf runs
     perf record -F 999 -g -p "$LISTENER_PID" -o "$PERF_OUT" -- sleep "$SECONDS_TO_RUN" 2>/dev/null &
@@ -116,6 +120,12 @@ taskset -c 1 dnsperf -m "$MODE" -s 127.0.0.1 -p "$DNS_PORT" -d "$WORK/queries.tx
     cat "$WORK/dnsperf.txt" >&2
     exit 1
 }
+TICKS_AFTER=$(cpu_ticks)
 [ -z "$PERF_PID" ] || wait "$PERF_PID"
-grep -E "Queries (sent|completed|lost)|Response codes|Average packet|Run time|Queries per second|Average Latency|Latency StdDev" \
-    "$WORK/dnsperf.txt"
+# The query statistics (TCP runs append connection statistics, left out here).
+sed '/Connection Statistics/,$d' "$WORK/dnsperf.txt" |
+    grep -E "Queries (sent|completed|lost)|Response codes|Average packet|Run time|Queries per second|Average Latency|Latency StdDev"
+# How busy the server's core was: near 100% means the server, not dnsperf, set the pace.
+awk -v ticks=$((TICKS_AFTER - TICKS_BEFORE)) -v hz="$(getconf CLK_TCK)" -v secs="$SECONDS_TO_RUN" \
+    -v qps="$(awk '/Queries per second/ {print $4}' "$WORK/dnsperf.txt")" \
+    'BEGIN { cpu = ticks / hz / secs; printf "  Server CPU:           %.0f%% of one core (%.0f queries per CPU-second)\n", cpu * 100, qps / (cpu > 0 ? cpu : 1) }'
