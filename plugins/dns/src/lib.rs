@@ -4,9 +4,10 @@
 //! group is not ready. Spec keys as in the Go rgap: `bind_address`, `mappings`, `compress`,
 //! `non_authoritative`.
 //!
-//! The delivery thread turns each snapshot into a new immutable view ([`view`]) and swaps
-//! it in; the server thread ([`server`]) answers from whichever view is current
-//! ([`answer`]), so a change shows in the next answer and no query waits for ingestion.
+//! The delivery thread turns each snapshot into a new immutable view (`view`) and swaps
+//! it in; the server thread (`server`, `batch`) answers from whichever view is current
+//! (`answer`, written by `wire`), so a change shows in the next answer and no query
+//! waits for ingestion. `README.md` beside this crate has the details and the numbers.
 
 mod answer;
 mod batch;
