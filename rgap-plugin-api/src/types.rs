@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use abi_stable::std_types::{RSlice, RString};
+use abi_stable::std_types::{RArc, RString, RVec};
 use abi_stable::StableAbi;
 
 /// One live address of a group and the moment its announcement runs out.
@@ -78,14 +78,24 @@ pub struct GroupSnapshot<'a> {
     /// Changes whenever `members` or `ready` changes (and only then), so a plugin can keep
     /// what it derived from an unchanged group instead of redoing the work for every group.
     pub revision: u64,
-    /// The live members, in no particular order.
-    pub members: RSlice<'a, Member>,
+    /// The live members, in no particular order, in the list the listener shares with
+    /// every output: keep it with [`GroupSnapshot::share_members`] instead of copying it.
+    pub members: &'a MemberList,
 }
+
+/// A group's member list as the listener publishes it: immutable and reference-counted, so
+/// an output that keeps it (to render later, on another thread) costs a count, not a copy.
+pub type MemberList = RArc<RVec<Member>>;
 
 impl GroupSnapshot<'_> {
     /// The live members as an ordinary slice.
     pub fn members(&self) -> &[Member] {
         self.members.as_slice()
+    }
+
+    /// The member list itself, to keep beyond this call (shared, not copied).
+    pub fn share_members(&self) -> MemberList {
+        self.members.clone()
     }
 }
 

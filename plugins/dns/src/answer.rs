@@ -318,10 +318,9 @@ mod tests {
     use std::collections::HashSet;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    use abi_stable::std_types::RSlice;
     use hickory_server::proto::op::Message;
     use hickory_server::proto::rr::Name;
-    use rgap_plugin_api::{GroupSnapshot, Member};
+    use rgap_plugin_api::{GroupSnapshot, Member, MemberList};
 
     use super::*;
     use crate::view::Publisher;
@@ -349,8 +348,8 @@ mod tests {
         };
         let mut publisher = Publisher::new(HashSet::from([1]));
         if let Some((members, ready)) = members {
-            let snapshot =
-                GroupSnapshot { id: 1, ready, revision: 1, members: RSlice::from_slice(members) };
+            let members = MemberList::new(members.to_vec().into());
+            let snapshot = GroupSnapshot { id: 1, ready, revision: 1, members: &members };
             publisher.update(&[snapshot]);
         }
         let names = HashMap::from([(name, mapped)]);

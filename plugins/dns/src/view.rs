@@ -109,8 +109,7 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::RSlice;
-    use rgap_plugin_api::Member;
+    use rgap_plugin_api::{Member, MemberList};
 
     fn member(ip: &str, expires: i64) -> Member {
         let ip: IpAddr = ip.parse().unwrap();
@@ -121,8 +120,11 @@ mod tests {
         Member { address, expires_at_unix_us: expires }
     }
 
-    fn snapshot<'a>(id: u64, revision: u64, members: &'a [Member]) -> GroupSnapshot<'a> {
-        GroupSnapshot { id, ready: true, revision, members: RSlice::from_slice(members) }
+    fn snapshot(id: u64, revision: u64, members: &[Member]) -> GroupSnapshot<'static> {
+        // Leaked: a few bytes per test keep the call sites as plain arrays.
+        let list: &'static MemberList =
+            Box::leak(Box::new(MemberList::new(members.to_vec().into())));
+        GroupSnapshot { id, ready: true, revision, members: list }
     }
 
     #[test]

@@ -7,9 +7,8 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use rgap_plugin_api::{GroupSnapshot, Member};
+use rgap_plugin_api::{GroupSnapshot, Member, MemberList};
 
 /// One group's addresses under one hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +123,7 @@ pub struct GroupCopy {
     pub id: u64,
     pub ready: bool,
     pub revision: u64,
-    pub members: Arc<[Member]>,
+    pub members: MemberList,
 }
 
 impl GroupCopy {
@@ -133,7 +132,7 @@ impl GroupCopy {
             id: self.id,
             ready: self.ready,
             revision: self.revision,
-            members: self.members.as_ref().into(),
+            members: &self.members,
         }
     }
 }
@@ -158,7 +157,7 @@ impl GroupCopies {
                     id: group.id,
                     ready: group.ready,
                     revision: group.revision,
-                    members: group.members().into(),
+                    members: group.share_members(),
                 },
             };
             self.groups.push(copy);
@@ -220,8 +219,12 @@ mod tests {
         Member { address, expires_at_unix_us: 0 }
     }
 
-    fn group(id: u64, ready: bool, members: &[Member]) -> GroupSnapshot<'_> {
-        GroupSnapshot { id, ready, revision: 0, members: members.into() }
+    fn group(id: u64, ready: bool, members: &MemberList) -> GroupSnapshot<'_> {
+        GroupSnapshot { id, ready, revision: 0, members }
+    }
+
+    fn list(members: &[Member]) -> MemberList {
+        MemberList::new(members.to_vec().into())
     }
 
     fn layout() -> Layout {
@@ -260,7 +263,8 @@ mod tests {
     #[test]
     fn members_sorted_then_fallbacks_for_an_empty_group() {
         let members = [member("2001:db8::1"), member("10.0.0.2"), member("10.0.0.10")];
-        let text = layout().render(&[group(1, true, &members), group(2, true, &[])]).unwrap();
+        let (members, empty) = (list(&members), list(&[]));
+        let text = layout().render(&[group(1, true, &members), group(2, true, &empty)]).unwrap();
         assert_eq!(
             text,
             "# top\n10.0.0.2 worker\n10.0.0.10 worker\n2001:db8::1 worker\n\
@@ -270,13 +274,15 @@ mod tests {
 
     #[test]
     fn nothing_while_a_group_is_not_ready_or_unknown() {
-        let waiting = layout().render(&[group(1, false, &[])]).unwrap_err();
+        let empty = list(&[]);
+        let waiting = layout().render(&[group(1, false, &empty)]).unwrap_err();
         assert_eq!(waiting, Waiting { not_ready: vec![1], unknown: vec![2] });
         assert_eq!(
             waiting.to_string(),
             "group(s) 2 not configured in the listener, group(s) 1 not ready yet"
         );
-        let waiting = layout().render(&[group(1, true, &[]), group(2, false, &[])]).unwrap_err();
+        let waiting =
+            layout().render(&[group(1, true, &empty), group(2, false, &empty)]).unwrap_err();
         assert_eq!(waiting.to_string(), "group(s) 2 not ready yet");
     }
 }

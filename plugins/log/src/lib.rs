@@ -1,15 +1,17 @@
 //! `log`: every `interval`, writes the state of every group to the listener's log: READY or
 //! NOT READY, the member count, and each address with its expiry time.
 //!
-//! The delivery thread only stores the latest snapshot (reusing the copy of any group whose
-//! revision did not change); a timer thread of the plugin's own writes the dump.
+//! The delivery thread only keeps the latest snapshot's member lists (shared with the
+//! listener, not copied); a timer thread of the plugin's own writes the dump.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rgap_plugin_api::duration::GoDuration;
-use rgap_plugin_api::{export_output, BoxError, GroupSnapshot, HostHandle, Member, OutputPlugin};
+use rgap_plugin_api::{
+    export_output, BoxError, GroupSnapshot, HostHandle, MemberList, OutputPlugin,
+};
 use serde::Deserialize;
 
 /// `spec:` of a `log` output.
@@ -30,7 +32,7 @@ struct GroupCopy {
     id: u64,
     ready: bool,
     revision: u64,
-    members: Arc<[Member]>,
+    members: MemberList,
 }
 
 #[derive(Default)]
@@ -76,7 +78,7 @@ impl OutputPlugin for LogOutput {
                     id: group.id,
                     ready: group.ready,
                     revision: group.revision,
-                    members: group.members().into(),
+                    members: group.share_members(),
                 },
             })
             .collect();

@@ -12,8 +12,9 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use abi_stable::std_types::{RArc, RVec};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rgap_plugin_api::{Event, Member};
+use rgap_plugin_api::{Event, Member, MemberList};
 use rustc_hash::FxHashMap;
 
 use crate::config::GroupConfig;
@@ -53,7 +54,7 @@ struct Group {
     /// Members changed (any way) since `published` was built.
     stale: bool,
     revision: u64,
-    published: Arc<[Member]>,
+    published: MemberList,
 }
 
 impl Group {
@@ -107,7 +108,7 @@ impl GroupTable {
                 positions: FxHashMap::default(),
                 stale: false,
                 revision: 0,
-                published: Arc::from([]),
+                published: MemberList::default(),
             })
             .collect();
         let mut table = GroupTable {
@@ -234,7 +235,7 @@ impl GroupTable {
         let started = Instant::now();
         for group in &mut self.groups {
             if group.stale {
-                group.published = Arc::from(group.members.as_slice());
+                group.published = RArc::new(RVec::from(group.members.clone()));
                 group.revision += 1;
                 group.stale = false;
             }
@@ -404,6 +405,9 @@ mod tests {
         let after = view.load_full();
         assert_ne!(before.groups[0].revision, after.groups[0].revision);
         assert_eq!(before.groups[1].revision, after.groups[1].revision);
-        assert!(Arc::ptr_eq(&before.groups[1].members, &after.groups[1].members));
+        assert!(std::ptr::eq(
+            before.groups[1].members.as_slice(),
+            after.groups[1].members.as_slice()
+        ));
     }
 }

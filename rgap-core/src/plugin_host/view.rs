@@ -1,14 +1,14 @@
 //! The published state of all groups that delivery threads turn into plugin snapshots.
 //!
 //! The group table replaces the whole view after a change, but each group's member list is
-//! an `Arc<[Member]>` rebuilt only when that group changed, so publishing costs a pointer per
+//! a reference-counted [`MemberList`] rebuilt only when that group changed, so publishing costs a pointer per
 //! group, and a snapshot is assembled by the delivery thread only when it is about to
 //! deliver: a storm of changes costs one snapshot per delivery, not one per change.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rgap_plugin_api::{GroupSnapshot, Member};
+use rgap_plugin_api::{GroupSnapshot, MemberList};
 
 /// One group as published.
 #[derive(Debug, Clone)]
@@ -17,7 +17,8 @@ pub struct GroupState {
     pub ready: bool,
     /// Bumped each time `members` or `ready` is replaced.
     pub revision: u64,
-    pub members: Arc<[Member]>,
+    /// Shared with every output that keeps it (`GroupSnapshot::share_members`).
+    pub members: MemberList,
 }
 
 /// Every group, in config order.
@@ -35,7 +36,7 @@ impl GroupsView {
                 id: group.id,
                 ready: group.ready,
                 revision: group.revision,
-                members: group.members.as_ref().into(),
+                members: &group.members,
             })
             .collect()
     }
