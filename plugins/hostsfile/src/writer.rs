@@ -22,7 +22,7 @@ use crate::atomic;
 use crate::render::{GroupCopy, Layout};
 
 /// The writer spends at most 1 / (1 + this) of its time rendering.
-const RENDER_COST_FACTOR: u32 = 10;
+const RENDER_COST_FACTOR: u32 = 40;
 
 /// What the delivery thread and the writer share.
 #[derive(Default)]

@@ -8,6 +8,7 @@
 //! wall-clock step does not expire everyone at once.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,8 +136,10 @@ impl GroupTable {
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
         let deadline = now_ticks.saturating_add(remaining_us as u64);
 
-        match group.positions.get(&announcement.address) {
-            Some(&position) => {
+        // One hash of the address, whether it is new or known.
+        match group.positions.entry(announcement.address) {
+            Entry::Occupied(known) => {
+                let position = *known.get();
                 let member = &mut group.members[position];
                 if announcement.expires_at_us > member.expires_at_unix_us {
                     member.expires_at_unix_us = announcement.expires_at_us;
@@ -145,12 +148,12 @@ impl GroupTable {
                     self.refreshed_since.get_or_insert(now);
                 }
             }
-            None => {
+            Entry::Vacant(slot) => {
                 let member = Member {
                     address: announcement.address,
                     expires_at_unix_us: announcement.expires_at_us,
                 };
-                group.positions.insert(announcement.address, group.members.len());
+                slot.insert(group.members.len());
                 group.members.push(member);
                 group.deadlines.push(deadline);
                 group.stale = true;
