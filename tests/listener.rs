@@ -125,6 +125,9 @@ fn bad_datagrams_are_dropped_and_counted_and_a_good_one_after_them_is_accepted()
     send_to(local(port), &good);
     listener.wait_for_log(&joined("10.1.0.1"));
     assert!(listener.lines_with("has joined").len() == 1, "only the good one joins");
+    // The operator hears of the drops while rgap runs (every 10 s), not only at shutdown.
+    let report = listener.wait_for_log("datagram(s) in the last 10s:");
+    assert!(report.contains("WARN") && report.contains("bad_signature="), "{report}");
     let totals = totals_after_stop(listener);
     for expected in [
         "received=9",

@@ -32,6 +32,8 @@ pub use table::{run_table, GroupTable, TableInput, REFRESH_PUBLISH_INTERVAL};
 const TABLE_QUEUE: usize = 1024;
 /// How long each output may take to stop at shutdown before it is left behind.
 const OUTPUT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often dropped datagrams are reported (when there were any).
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why the listener could not start; one line naming the file and the key.
 #[derive(Debug)]
@@ -80,6 +82,9 @@ pub struct Listener {
     table: Option<JoinHandle<()>>,
     outputs: Arc<PluginHost>,
     stats: Arc<ListenerStats>,
+    /// Dropping it ends the drop reporter.
+    reporter_stop: crossbeam_channel::Sender<()>,
+    reporter: Option<JoinHandle<()>>,
 }
 
 impl Listener {
@@ -144,7 +149,20 @@ impl Listener {
             outputs.len(),
             sources.len()
         );
-        Ok(Listener { stop, sources, table: Some(table), outputs, stats })
+        let (reporter_stop, reporter_stopped) = crossbeam_channel::bounded(1);
+        let reporter_stats = stats.clone();
+        let reporter = spawn("drop reporter", move || {
+            stats::report_drops(&reporter_stats, DROP_REPORT_INTERVAL, &reporter_stopped);
+        })?;
+        Ok(Listener {
+            stop,
+            sources,
+            table: Some(table),
+            outputs,
+            stats,
+            reporter_stop,
+            reporter: Some(reporter),
+        })
     }
 
     /// The listener's counters.
@@ -161,6 +179,10 @@ impl Listener {
         // With every source gone the table's input disconnects: it publishes and returns.
         if let Some(table) = self.table.take() {
             let _ = table.join();
+        }
+        let _ = self.reporter_stop.send(());
+        if let Some(reporter) = self.reporter.take() {
+            let _ = reporter.join();
         }
         tracing::info!("datagram totals: {}", self.stats.read());
         stop_outputs(self.outputs);

@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use rgap_plugin_api::HostStats;
 
@@ -91,6 +94,40 @@ impl ListenerStats {
     }
 }
 
+impl BatchCounts {
+    /// What was dropped since `earlier`, as `bad_signature=3 clock_skew=1` (reasons with
+    /// drops only), or `None` if nothing was.
+    pub fn drops_since(&self, earlier: &BatchCounts) -> Option<(u64, String)> {
+        let mut total = 0;
+        let mut reasons = Vec::new();
+        for reason in DropReason::ALL {
+            let count = self.dropped[reason as usize] - earlier.dropped[reason as usize];
+            if count > 0 {
+                total += count;
+                reasons.push(format!("{}={count}", reason.name()));
+            }
+        }
+        (total > 0).then(|| (total, reasons.join(" ")))
+    }
+}
+
+/// Logs a warning every `every` in which datagrams were dropped, until `stop` disconnects or
+/// sends: an operator learns of a misconfigured agent (wrong key, skewed clock) while it
+/// happens, not at shutdown.
+pub fn report_drops(stats: &ListenerStats, every: Duration, stop: &Receiver<()>) {
+    let mut last = stats.read();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let now = stats.read();
+        if let Some((total, reasons)) = now.drops_since(&last) {
+            tracing::warn!(
+                "dropped {total} datagram(s) in the last {}s: {reasons}",
+                every.as_secs()
+            );
+        }
+        last = now;
+    }
+}
+
 /// `received=.. accepted=.. dropped: wrong_length=.. ...`, for log lines.
 impl fmt::Display for BatchCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -99,5 +136,22 @@ impl fmt::Display for BatchCounts {
             write!(f, " {}={}", reason.name(), self.dropped[reason as usize])?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_since_lists_only_the_reasons_that_grew() {
+        let mut earlier = BatchCounts::default();
+        earlier.drop(DropReason::ClockSkew);
+        let mut now = earlier;
+        now.drop(DropReason::BadSignature);
+        now.drop(DropReason::BadSignature);
+        now.drop(DropReason::WrongLength);
+        assert_eq!(now.drops_since(&earlier), Some((3, "wrong_length=1 bad_signature=2".into())));
+        assert_eq!(now.drops_since(&now), None);
     }
 }
