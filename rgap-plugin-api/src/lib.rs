@@ -97,7 +97,9 @@ pub use abi::{
     Host, HostBox, Host_TO, Output, OutputBox, OutputModule, OutputModule_Ref, Output_TO,
 };
 pub use author::{decode_spec, BoxError, HostHandle, OutputPlugin};
-pub use types::{ErrorKind, Event, GroupSnapshot, HostStats, LogLevel, Member, MemberList, PluginError};
+pub use types::{
+    ErrorKind, Event, GroupSnapshot, HostStats, LogLevel, Member, MemberList, PluginError,
+};
 
 /// The version of this crate, which is the plugin contract: a plugin loads only into an
 /// rgap whose API version is compatible with the one it was built against.
