@@ -3,11 +3,15 @@
 //! the verifier in the library cannot hide.
 
 use std::net::{Ipv6Addr, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+mod common;
+
+use common::{finish, rgap_command};
 
 const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 const WAIT: Duration = Duration::from_secs(10);
@@ -83,30 +87,9 @@ impl Capture {
 
 /// `rgap agent` with no inherited RGAP_* settings.
 fn agent(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgap"));
-    cmd.arg("agent")
-        .args(args)
-        .env_remove("RGAP_ADDRESS")
-        .env_remove("RGAP_PSK")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Runs a one-shot command to completion, killing it if it outlives the deadline.
-fn finish(mut cmd: Command) -> Output {
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("rgap did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    let mut command = rgap_command(&["agent"]);
+    command.args(args);
+    command
 }
 
 fn assert_success(output: &Output) {

@@ -1,34 +1,15 @@
 //! End-to-end checks of the `rgap` command line: what an operator sees for good and bad input.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{finish, rgap_command};
 
 const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 
 fn rgap(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgap"));
-    cmd.args(args)
-        .env_remove("RGAP_ADDRESS")
-        .env_remove("RGAP_PSK")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Runs to completion, killing the process if it hangs.
-fn finish(mut cmd: Command) -> Output {
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("rgap did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    rgap_command(args)
 }
 
 fn stdout(output: &Output) -> String {

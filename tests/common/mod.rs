@@ -45,6 +45,34 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// `rgap ARGS...` with a clean environment (no `RGAP_*`, no `RUST_LOG`) and captured output.
+pub fn rgap_command(args: &[&str]) -> Command {
+    let mut command = Command::new(rgap_binary());
+    command
+        .args(args)
+        .env_remove("RGAP_ADDRESS")
+        .env_remove("RGAP_PSK")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs a one-shot command to completion, killing it (and failing) if it outlives `WAIT`.
+pub fn finish(mut command: Command) -> std::process::Output {
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("rgap did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// A free UDP port on loopback (bound and released; good enough for tests).
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
