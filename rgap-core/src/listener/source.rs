@@ -21,7 +21,7 @@ use super::stats::{BatchCounts, ListenerStats};
 use super::table::TableInput;
 
 /// Datagrams read per system call.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 /// Larger than an announcement, so an oversized datagram shows as the wrong length.
 const SLOT: usize = 80;
 /// How often a blocked read wakes to look at the stop flag.
@@ -32,7 +32,7 @@ const RECEIVE_BUFFER: usize = 32 << 20;
 /// takes many datagrams in one system call (interrupt coalescing, in effect). An idle
 /// listener still blocks in the read, so a lone announcement is not delayed; under load this
 /// turns one system call and one wake-up per datagram into one per batch.
-const COALESCE: Duration = Duration::from_micros(250);
+const COALESCE: Duration = Duration::from_micros(1000);
 
 /// Opens the socket for `spec`: unicast, or multicast joined on the interface it names.
 pub fn open(spec: &AddrSpec) -> io::Result<UdpSocket> {

@@ -38,7 +38,7 @@ const PUBLISH_COST_FACTOR: u32 = 30;
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
 /// sources hand over announcements without waking a thread for each one.
-const MIN_CYCLE: Duration = Duration::from_millis(1);
+const MIN_CYCLE: Duration = Duration::from_millis(2);
 
 /// One group's members, kept contiguous in the layout plugins receive, so that publishing
 /// is one copy of `members`, not a walk over a hash map.
