@@ -26,6 +26,10 @@ pub struct IngestArgs {
     /// Junk datagrams per valid one (a third each: wrong length, unknown group, bad signature)
     #[arg(long, default_value_t = 0)]
     junk: usize,
+    /// Times each member is announced: 1 = all joins; more adds refreshes (the steady state
+    /// of a live fleet), each round stamped a little later than the one before
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Output to load: hostsfile (the members are counted in its file) or noop
     #[arg(long, default_value = "hostsfile")]
     output: String,
@@ -63,12 +67,12 @@ fn member_ip(index: usize, base: u8) -> Ipv4Addr {
 }
 
 fn signed(group: u64, ip: Ipv4Addr, psk: &str) -> Vec<u8> {
+    signed_at(group, ip, psk, unix_micros(SystemTime::now()))
+}
+
+fn signed_at(group: u64, ip: Ipv4Addr, psk: &str, timestamp_unix_us: i64) -> Vec<u8> {
     let psk = Psk::from_hex(psk).unwrap();
-    let announcement = Announcement {
-        group,
-        timestamp_unix_us: unix_micros(SystemTime::now()),
-        address: IpAddr::V4(ip),
-    };
+    let announcement = Announcement { group, timestamp_unix_us, address: IpAddr::V4(ip) };
     encode_signed(&announcement, &psk).to_vec()
 }
 
@@ -126,11 +130,16 @@ pub fn ingest(args: &IngestArgs) {
         "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n{outputs}",
         group_yaml([1000].into_iter())
     );
-    let mut datagrams = Vec::with_capacity(args.count * (args.junk + 1));
-    for index in 0..args.count {
-        datagrams.push(signed(1000, member_ip(index, 10), PSK));
-        for j in 0..args.junk {
-            datagrams.push(junk(index * args.junk + j));
+    let rounds = args.rounds.max(1);
+    let mut datagrams = Vec::with_capacity(args.count * (args.junk + 1) * rounds);
+    for round in 0..rounds {
+        // Later rounds carry later timestamps, so each refresh really extends the expiry.
+        let stamp = unix_micros(SystemTime::now()) + round as i64 * 1_000;
+        for index in 0..args.count {
+            datagrams.push(signed_at(1000, member_ip(index, 10), PSK, stamp));
+            for j in 0..args.junk {
+                datagrams.push(junk(index * args.junk + j));
+            }
         }
     }
     let listener = BenchListener::start(&config);
@@ -155,10 +164,11 @@ pub fn ingest(args: &IngestArgs) {
     let (usage, log) = listener.stop();
     let accepted = total(&log, "accepted");
     let received = total(&log, "received");
+    let valid = (args.count * rounds) as u64;
     println!(
-        "ingest: {} valid + {} junk datagrams at {} valid/s",
+        "ingest: {} members x {rounds} round(s) = {valid} valid + {} junk datagrams at {} valid/s",
         args.count,
-        args.count * args.junk,
+        valid as usize * args.junk,
         args.rate
     );
     println!(
@@ -170,11 +180,7 @@ pub fn ingest(args: &IngestArgs) {
     println!(
         "  listener received {received}, accepted {accepted}; members in hosts file {present}"
     );
-    println!(
-        "  lost valid announcements: {} of {}",
-        args.count as u64 - accepted.min(args.count as u64),
-        args.count
-    );
+    println!("  lost valid announcements: {} of {valid}", valid - accepted.min(valid));
     println!(
         "  listener CPU while loaded (/proc): {:.3} s = {} per valid announcement, {} per datagram",
         cpu_during.as_secs_f64(),
