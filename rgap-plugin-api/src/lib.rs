@@ -91,6 +91,7 @@ mod abi;
 mod author;
 pub mod duration;
 mod log_bridge;
+pub mod pacing;
 mod types;
 
 pub use abi::{

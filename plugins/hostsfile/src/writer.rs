@@ -16,13 +16,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rgap_plugin_api::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::HostHandle;
 
 use crate::atomic;
 use crate::render::{GroupCopy, Layout};
 
-/// The writer spends at most 1 / (1 + this) of its time rendering.
+/// The writer spends at most 1 / (1 + this) of its time rendering, and waits at most
+/// `MAX_RENDER_PAUSE` after a render (a file of 200 000 lines costs about 15 ms).
 const RENDER_COST_FACTOR: u32 = 40;
+const MAX_RENDER_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the delivery thread and the writer share.
 #[derive(Default)]
@@ -111,7 +114,7 @@ enum Wake {
 
 fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared: &Shared) {
     let mut next_tick = Instant::now() + interval;
-    let mut next_render = Instant::now();
+    let mut pacer = CostPacer::new(RENDER_COST_FACTOR, MAX_RENDER_PAUSE);
     let mut wanted: Option<Arc<str>> = None;
     loop {
         let (wake, submitted) = {
@@ -121,14 +124,14 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
                     break Wake::Stop;
                 }
                 let now = Instant::now();
-                if state.changed && now >= next_render {
+                if state.changed && pacer.is_ready(now) {
                     state.changed = false;
                     break Wake::Changed;
                 }
                 if now >= next_tick {
                     break Wake::Tick;
                 }
-                let until = if state.changed { next_render.min(next_tick) } else { next_tick };
+                let until = if state.changed { pacer.next_at().min(next_tick) } else { next_tick };
                 state = shared
                     .wake
                     .wait_timeout(state, until - now)
@@ -138,7 +141,7 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
             let submitted = if wake == Wake::Tick { None } else { state.submitted.clone() };
             (wake, submitted)
         };
-        let started = Instant::now();
+        let started = thread_cpu_time();
         if let Some(groups) = submitted {
             let snapshots: Vec<_> = groups.iter().map(GroupCopy::snapshot).collect();
             if let Ok(content) = layout.render(&snapshots) {
@@ -147,7 +150,7 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         }
         // Paced by the CPU work of rendering only: the write that follows waits on the disk
         // (fsync), which costs no CPU and already delays the next render by itself.
-        let render_cost = started.elapsed();
+        let render_cost = thread_cpu_time().saturating_sub(started);
         if let Some(wanted) = &wanted {
             match wake {
                 Wake::Changed => file.write_if_changed(wanted),
@@ -157,7 +160,7 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         match wake {
             Wake::Stop => return,
             Wake::Tick => next_tick = Instant::now() + interval,
-            Wake::Changed => next_render = Instant::now() + render_cost * RENDER_COST_FACTOR,
+            Wake::Changed => pacer.record(render_cost),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RArc, RVec};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rgap_plugin_api::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::{Event, Member, MemberList};
 use rustc_hash::FxHashMap;
 
@@ -31,10 +32,12 @@ pub const REFRESH_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// At most this many batches are applied before changes are published, to bound latency.
 const BATCHES_PER_CYCLE: usize = 256;
 
-/// Publishing may take at most 1 / (1 + this) of the table's time: after a publish that took
-/// `t`, the next waits `t * PUBLISH_COST_FACTOR`. Small groups (microseconds to publish) are
-/// published at once; a group of 100 000 members is not copied thousands of times a second.
+/// Publishing is paced by its own CPU cost (see `rgap_plugin_api::pacing`): after a publish
+/// that cost `t`, the next waits `t * PUBLISH_COST_FACTOR`, at most `MAX_PUBLISH_PAUSE`. Small
+/// groups (microseconds to publish) are published at once; a group of 100 000 members is not
+/// copied thousands of times a second while a fleet starts.
 const PUBLISH_COST_FACTOR: u32 = 30;
+const MAX_PUBLISH_PAUSE: Duration = Duration::from_millis(250);
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
 /// sources hand over announcements without waking a thread for each one.
@@ -90,8 +93,8 @@ pub struct GroupTable {
     events: Vec<Event>,
     membership_changed: bool,
     refreshed_since: Option<Instant>,
-    /// Earliest time of the next publish (see `PUBLISH_COST_FACTOR`).
-    next_publish_at: Instant,
+    /// When the next publish may start (see `PUBLISH_COST_FACTOR`).
+    publish_pacer: CostPacer,
     view: SharedView,
 }
 
@@ -119,7 +122,7 @@ impl GroupTable {
             events: Vec::new(),
             membership_changed: true,
             refreshed_since: None,
-            next_publish_at: start,
+            publish_pacer: CostPacer::new(PUBLISH_COST_FACTOR, MAX_PUBLISH_PAUSE),
             view,
         };
         table.mark_ready(start);
@@ -218,10 +221,10 @@ impl GroupTable {
             .map(|Reverse((deadline, _, _))| self.epoch + Duration::from_micros(*deadline));
         let readiness = self.groups.iter().filter(|g| !g.ready).map(|g| g.ready_at).min();
         let publish = if self.membership_changed {
-            Some(self.next_publish_at)
+            Some(self.publish_pacer.next_at())
         } else {
             self.refreshed_since
-                .map(|since| (since + REFRESH_PUBLISH_INTERVAL).max(self.next_publish_at))
+                .map(|since| (since + REFRESH_PUBLISH_INTERVAL).max(self.publish_pacer.next_at()))
         };
         [expiry, readiness, publish].into_iter().flatten().min()
     }
@@ -230,12 +233,12 @@ impl GroupTable {
     pub fn publish_due(&self, now: Instant) -> bool {
         let pending = self.membership_changed
             || self.refreshed_since.is_some_and(|since| now >= since + REFRESH_PUBLISH_INTERVAL);
-        pending && now >= self.next_publish_at
+        pending && self.publish_pacer.is_ready(now)
     }
 
     /// Rebuilds the member lists of changed groups (only those) and replaces the view.
     pub fn publish(&mut self) {
-        let started = Instant::now();
+        let started = thread_cpu_time();
         for group in &mut self.groups {
             if group.stale {
                 group.published = RArc::new(RVec::from(group.members.clone()));
@@ -247,8 +250,7 @@ impl GroupTable {
         self.view.store(Arc::new(view));
         self.membership_changed = false;
         self.refreshed_since = None;
-        let finished = Instant::now();
-        self.next_publish_at = finished + (finished - started) * PUBLISH_COST_FACTOR;
+        self.publish_pacer.record(thread_cpu_time().saturating_sub(started));
     }
 
     /// The events since the last call, in order.

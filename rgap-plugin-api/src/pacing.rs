@@ -1,0 +1,85 @@
+//! Pacing of expensive, repeatable work by its own CPU cost: after work that took `t` of CPU,
+//! the next run waits `t × factor` (capped). Cheap work (a small group, a short file) runs at
+//! once; work that grows with a fleet (copying or rendering 100 000 members) runs at most a
+//! `1 / (1 + factor)` share of the time, instead of as often as changes arrive.
+//!
+//! The cost is the calling thread's CPU time, not wall time, so a thread that was merely
+//! preempted does not mistake the wait for cost and pause for long.
+
+use std::time::{Duration, Instant};
+
+/// When the next run of some paced work may start.
+#[derive(Debug, Clone)]
+pub struct CostPacer {
+    factor: u32,
+    max_pause: Duration,
+    next_at: Instant,
+}
+
+impl CostPacer {
+    /// A pacer allowing work at once, then `factor` times its cost later, at most `max_pause`.
+    pub fn new(factor: u32, max_pause: Duration) -> CostPacer {
+        CostPacer { factor, max_pause, next_at: Instant::now() }
+    }
+
+    /// The earliest start of the next run.
+    pub fn next_at(&self) -> Instant {
+        self.next_at
+    }
+
+    /// Whether the next run may start at `now`.
+    pub fn is_ready(&self, now: Instant) -> bool {
+        now >= self.next_at
+    }
+
+    /// Records a run that cost `cost` of CPU and has just finished.
+    pub fn record(&mut self, cost: Duration) {
+        self.next_at = Instant::now() + (cost * self.factor).min(self.max_pause);
+    }
+}
+
+/// CPU time used by the calling thread so far (Linux: `CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if result != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_is_the_cost_times_the_factor_capped() {
+        let mut pacer = CostPacer::new(10, Duration::from_millis(50));
+        assert!(pacer.is_ready(Instant::now()));
+        let before = Instant::now();
+        pacer.record(Duration::from_millis(2));
+        let pause = pacer.next_at() - before;
+        assert!(
+            pause >= Duration::from_millis(20) && pause < Duration::from_millis(50),
+            "{pause:?}"
+        );
+        pacer.record(Duration::from_secs(1));
+        assert!(pacer.next_at() <= Instant::now() + Duration::from_millis(50));
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_work_not_sleep() {
+        let start = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time() - start;
+        let mut x = 0u64;
+        let busy_until = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < busy_until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let worked = thread_cpu_time() - start - slept;
+        assert!(slept < Duration::from_millis(10), "sleeping cost {slept:?}");
+        assert!(worked >= Duration::from_millis(20), "working cost only {worked:?}");
+    }
+}
