@@ -83,7 +83,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            // Not `eprintln!`, which panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             ExitCode::FAILURE
         }
     }
@@ -97,6 +98,9 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         // Colour codes would clutter log files and journald.
         .with_ansi(std::io::stderr().is_terminal())
+        // If stderr goes away (a closed pipe, a restarted log collector), log lines are lost
+        // but the listener keeps running: tracing's fallback `eprintln!` would panic instead.
+        .log_internal_errors(false)
         .init();
 }
 

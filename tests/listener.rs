@@ -304,7 +304,10 @@ struct NetnsPair {
 
 impl NetnsPair {
     fn create() -> NetnsPair {
-        let tag = std::process::id() % 100_000;
+        // Unique per pair: tests in one process run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = std::process::id() % 10_000 * 10 + serial;
         let names = [format!("rgapA{tag}"), format!("rgapB{tag}")];
         let (veth_a, veth_b) = (format!("va{tag}"), format!("vb{tag}"));
         let pair = NetnsPair { names: names.clone() };
@@ -323,6 +326,8 @@ impl NetnsPair {
         for (ns, dev) in [(&names[0], &veth_a), (&names[1], &veth_b)] {
             run(&["-n", ns, "link", "set", dev, "up"]);
             run(&["-n", ns, "link", "set", "lo", "up"]);
+            // Multicast without an interface named goes where the route says, as on a host.
+            run(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
         }
         pair
     }
@@ -458,4 +463,56 @@ fn shipped_example_config_starts_on_loopback() {
     // The command output (`cat`) echoes the member into the log once the group is ready.
     listener.wait_for_log("stdout: 127.1.2.3");
     assert!(listener.terminate().success());
+}
+
+#[test]
+fn agent_default_destination_reaches_a_listener_on_the_default_multicast_group() {
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "the multicast test must run under CI (as root)");
+        eprintln!("SKIPPED agent_default_destination_...: needs root for ip netns");
+        return;
+    }
+    let pair = NetnsPair::create();
+    // The Go rgap's defaults on both sides: 239.82.71.65:8271, no interface named.
+    let config = format!(
+        "listen:\n- 239.82.71.65:8271\ngroups:\n- id: 1000\n  psk: {PSK}\n  expire: 15s\noutputs:\n{EVENTLOG}"
+    );
+    let listener = spawn_listener_wrapped(&config, &["ip", "netns", "exec", &pair.names[1]]);
+    listener.wait_for_log("listener started");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &pair.names[0]])
+        .arg(rgap_binary())
+        .args(["agent", "-g", "1000", "-a", "10.77.0.1", "-k", PSK])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    listener.wait_for_log(&joined("10.77.0.1"));
+}
+
+/// Also: the reader of rgap's stderr goes away after the start line (as when a log collector
+/// restarts); rgap must keep running and exit 0, not panic on the broken pipe.
+#[test]
+fn listener_reads_rgap_yaml_by_default_and_survives_its_stderr_closing() {
+    plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    std::fs::write(dir.path().join("rgap.yaml"), config(port, "  expire: 15s\n", EVENTLOG))
+        .unwrap();
+    let mut child = Command::new(rgap_binary())
+        .arg("listener")
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let started = std::io::BufRead::lines(stderr)
+        .map_while(Result::ok)
+        .any(|line| line.contains("listener started"));
+    // stderr is closed now; this join is logged into the void.
+    send_to(local(port), &announcement(1000, "10.4.0.1", PSK));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(started, "no start line");
+    assert!(status.success(), "{status}");
 }
