@@ -45,6 +45,8 @@ pub enum StartError {
     Load { index: usize, kind: String, source: LoadError },
     #[error("outputs[{index}]: kind \"{kind}\" ({path}): {message}")]
     Create { index: usize, kind: String, path: PathBuf, message: String },
+    #[error("output {name}: cannot start its delivery thread: {message}")]
+    Thread { name: String, message: String },
 }
 
 fn searched_list(dirs: &[PathBuf]) -> String {
@@ -87,9 +89,18 @@ impl PluginHost {
                 }
             }
         }
-        let outputs =
-            deliveries.into_iter().map(|(delivery, output)| spawn(delivery, output)).collect();
-        Ok(PluginHost { outputs })
+        let mut host = PluginHost { outputs: Vec::with_capacity(deliveries.len()) };
+        for (delivery, output) in deliveries {
+            let name = delivery.name.clone();
+            match spawn(delivery, output) {
+                Ok(running) => host.outputs.push(running),
+                Err(error) => {
+                    host.shutdown(THREAD_FAILURE_GRACE);
+                    return Err(StartError::Thread { name, message: error.to_string() });
+                }
+            }
+        }
+        Ok(host)
     }
 
     /// Number of running outputs.
@@ -180,18 +191,18 @@ fn is_valid_kind(kind: &str) -> bool {
     !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> RunningOutput {
+/// How long outputs already running get to stop when a later one cannot get its thread.
+const THREAD_FAILURE_GRACE: Duration = Duration::from_secs(5);
+
+fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Result<RunningOutput> {
     let (done, finished) = crossbeam_channel::bounded(1);
     let name = delivery.name.clone();
     let mailbox = delivery.mailbox.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("output {name}"))
-        .spawn(move || {
-            delivery.run(output);
-            let _ = done.send(());
-        })
-        .expect("spawning a delivery thread");
-    RunningOutput { name, mailbox, thread: Some(thread), finished }
+    let thread = std::thread::Builder::new().name(format!("output {name}")).spawn(move || {
+        delivery.run(output);
+        let _ = done.send(());
+    })?;
+    Ok(RunningOutput { name, mailbox, thread: Some(thread), finished })
 }
 
 #[cfg(test)]
