@@ -78,6 +78,10 @@ pub struct GroupSnapshot<'a> {
     /// Changes whenever `members` or `ready` changes (and only then), so a plugin can keep
     /// what it derived from an unchanged group instead of redoing the work for every group.
     pub revision: u64,
+    /// Changes whenever the set of addresses changes (a join or a leave), and only then: a
+    /// refresh that only moves an expiry leaves it alone. Outputs that show addresses but
+    /// not expiry times (a hosts file, a command's input) need not look again until it moves.
+    pub membership_revision: u64,
     /// The live members, in no particular order, in the list the listener shares with
     /// every output: keep it with [`GroupSnapshot::share_members`] instead of copying it.
     pub members: &'a MemberList,

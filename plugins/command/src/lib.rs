@@ -82,7 +82,7 @@ impl Shared {
 
 struct CommandOutput {
     group: u64,
-    /// The group's revision at the last snapshot; unchanged means nothing to compare.
+    /// The group's membership revision at the last snapshot; unchanged means nothing to compare.
     revision: Option<u64>,
     /// The member set last handed to the runner; `None` until the group is first ready.
     handed: Option<Vec<IpAddr>>,
@@ -144,11 +144,12 @@ impl OutputPlugin for CommandOutput {
             }
             return Ok(());
         };
-        if !group.ready || self.revision == Some(group.revision) {
+        // The membership revision moves only on joins and leaves: refreshes cost nothing here.
+        if !group.ready || self.revision == Some(group.membership_revision) {
             return Ok(());
         }
-        self.revision = Some(group.revision);
-        // A refresh changes the revision (expiry times) but not the set: that is no change.
+        self.revision = Some(group.membership_revision);
+        // A leave and a join between two snapshots can leave the set as it was: no change.
         let mut addresses: Vec<IpAddr> = group.members().iter().map(|m| m.ip()).collect();
         addresses.sort_unstable();
         addresses.dedup();

@@ -349,7 +349,13 @@ mod tests {
         let mut publisher = Publisher::new(HashSet::from([1]));
         if let Some((members, ready)) = members {
             let members = MemberList::new(members.to_vec().into());
-            let snapshot = GroupSnapshot { id: 1, ready, revision: 1, members: &members };
+            let snapshot = GroupSnapshot {
+                id: 1,
+                ready,
+                revision: 1,
+                membership_revision: 1,
+                members: &members,
+            };
             publisher.update(&[snapshot]);
         }
         let names = HashMap::from([(name, mapped)]);

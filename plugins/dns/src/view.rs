@@ -124,7 +124,7 @@ mod tests {
         // Leaked: a few bytes per test keep the call sites as plain arrays.
         let list: &'static MemberList =
             Box::leak(Box::new(MemberList::new(members.to_vec().into())));
-        GroupSnapshot { id, ready: true, revision, members: list }
+        GroupSnapshot { id, ready: true, revision, membership_revision: revision, members: list }
     }
 
     #[test]

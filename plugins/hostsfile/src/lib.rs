@@ -60,9 +60,10 @@ where
 struct HostsFile {
     path: PathBuf,
     layout: Arc<Layout>,
-    /// The revision of each mapping's group at the last snapshot (`None` for a group the
-    /// listener does not have); unchanged revisions mean nothing to do.
-    revisions: Option<Vec<Option<u64>>>,
+    /// The membership revision and readiness of each mapping's group at the last snapshot
+    /// (`None` for a group the listener does not have). The file shows addresses, not expiry
+    /// times, so while these stay the same (refreshes only) there is nothing to do.
+    revisions: Option<Vec<Option<(u64, bool)>>>,
     /// Why the file is not being written, as last logged.
     waiting: Option<Waiting>,
     /// The mapped groups as last seen, for the writer to render.
@@ -107,8 +108,12 @@ impl OutputPlugin for HostsFile {
 
     fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
         let index = render::index_by_id(groups);
-        let revisions: Vec<Option<u64>> =
-            self.layout.mappings.iter().map(|m| index.get(&m.group).map(|g| g.revision)).collect();
+        let revisions: Vec<Option<(u64, bool)>> = self
+            .layout
+            .mappings
+            .iter()
+            .map(|m| index.get(&m.group).map(|g| (g.membership_revision, g.ready)))
+            .collect();
         if self.revisions.as_ref() == Some(&revisions) {
             return Ok(());
         }

@@ -123,6 +123,7 @@ pub struct GroupCopy {
     pub id: u64,
     pub ready: bool,
     pub revision: u64,
+    pub membership_revision: u64,
     pub members: MemberList,
 }
 
@@ -132,12 +133,13 @@ impl GroupCopy {
             id: self.id,
             ready: self.ready,
             revision: self.revision,
+            membership_revision: self.membership_revision,
             members: &self.members,
         }
     }
 }
 
-/// Copies of the mapped groups, refreshed only for groups whose revision changed, so a
+/// Copies of the mapped groups, refreshed only for groups whose addresses or readiness changed, so a
 /// change to one group costs a copy of that group, not of every group.
 #[derive(Debug, Default)]
 pub struct GroupCopies {
@@ -152,11 +154,17 @@ impl GroupCopies {
             self.groups.drain(..).map(|copy| (copy.id, copy)).collect();
         for group in groups.iter().filter(|group| mapped.contains(&group.id)) {
             let copy = match previous.remove(&group.id) {
-                Some(copy) if copy.revision == group.revision => copy,
+                Some(copy)
+                    if copy.membership_revision == group.membership_revision
+                        && copy.ready == group.ready =>
+                {
+                    copy
+                }
                 _ => GroupCopy {
                     id: group.id,
                     ready: group.ready,
                     revision: group.revision,
+                    membership_revision: group.membership_revision,
                     members: group.share_members(),
                 },
             };
@@ -220,7 +228,7 @@ mod tests {
     }
 
     fn group(id: u64, ready: bool, members: &MemberList) -> GroupSnapshot<'_> {
-        GroupSnapshot { id, ready, revision: 0, members }
+        GroupSnapshot { id, ready, revision: 0, membership_revision: 0, members }
     }
 
     fn list(members: &[Member]) -> MemberList {

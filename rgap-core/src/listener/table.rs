@@ -58,6 +58,8 @@ struct Group {
     /// Members changed (any way) since `published` was built.
     stale: bool,
     revision: u64,
+    /// Bumped on every join and leave (not on refreshes).
+    membership_revision: u64,
     published: MemberList,
 }
 
@@ -77,6 +79,7 @@ impl Group {
             id: self.id,
             ready: self.ready,
             revision: self.revision,
+            membership_revision: self.membership_revision,
             members: self.published.clone(),
         }
     }
@@ -112,6 +115,7 @@ impl GroupTable {
                 positions: FxHashMap::default(),
                 stale: false,
                 revision: 0,
+                membership_revision: 0,
                 published: MemberList::default(),
             })
             .collect();
@@ -160,6 +164,7 @@ impl GroupTable {
                 group.members.push(member);
                 group.deadlines.push(deadline);
                 group.stale = true;
+                group.membership_revision += 1;
                 self.membership_changed = true;
                 self.expiry.push(Reverse((
                     deadline,
@@ -196,6 +201,7 @@ impl GroupTable {
             }
             let member = group.remove(position);
             group.stale = true;
+            group.membership_revision += 1;
             self.membership_changed = true;
             self.events.push(Event::Leave { group: group.id, member });
         }
@@ -395,6 +401,25 @@ mod tests {
         table.publish();
         assert_eq!(table.take_events(), vec![Event::Ready { group: GROUP }]);
         assert!(view.load().groups[0].ready);
+    }
+
+    #[test]
+    fn membership_revision_moves_on_join_and_leave_not_on_refresh() {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view.clone());
+        let revision = |view: &SharedView| view.load().groups[0].membership_revision;
+        let before = revision(&view);
+        table.apply(&announce(1, 1_000_000), start, 0);
+        table.publish();
+        let joined = revision(&view);
+        assert_ne!(joined, before);
+        table.apply(&announce(1, 5_000_000), start, 0);
+        table.publish();
+        assert_eq!(revision(&view), joined, "a refresh is not a membership change");
+        table.expire(start + Duration::from_secs(5));
+        table.publish();
+        assert_ne!(revision(&view), joined);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct GroupState {
     pub ready: bool,
     /// Bumped each time `members` or `ready` is replaced.
     pub revision: u64,
+    /// Bumped each time the set of addresses changes.
+    pub membership_revision: u64,
     /// Shared with every output that keeps it (`GroupSnapshot::share_members`).
     pub members: MemberList,
 }
@@ -36,6 +38,7 @@ impl GroupsView {
                 id: group.id,
                 ready: group.ready,
                 revision: group.revision,
+                membership_revision: group.membership_revision,
                 members: &group.members,
             })
             .collect()
