@@ -24,7 +24,7 @@ use crate::render::{GroupCopy, Layout};
 
 /// The writer spends at most 1 / (1 + this) of its time rendering, and waits at most
 /// `MAX_RENDER_PAUSE` after a render (a file of 200 000 lines costs about 15 ms).
-const RENDER_COST_FACTOR: u32 = 40;
+const RENDER_COST_FACTOR: u32 = 100;
 const MAX_RENDER_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the delivery thread and the writer share.
