@@ -179,10 +179,15 @@ impl GroupCopies {
 }
 
 /// Sort key of a member: IPv4 (mapped on the wire) first, by value, then IPv6 by value.
+/// Read straight from the wire bytes: this runs once per member per render.
 fn sort_key(member: &Member) -> (bool, u128) {
-    match member.ip() {
-        IpAddr::V4(v4) => (false, u128::from(u32::from(v4))),
-        IpAddr::V6(v6) => (true, u128::from(v6)),
+    const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    let address = member.address;
+    match address.split_first_chunk::<12>() {
+        Some((prefix, v4)) if *prefix == MAPPED_PREFIX => {
+            (false, u128::from(u32::from_be_bytes([v4[0], v4[1], v4[2], v4[3]])))
+        }
+        _ => (true, u128::from_be_bytes(address)),
     }
 }
 
