@@ -42,7 +42,8 @@ impl BenchListener {
             .args(["listener", "-c"])
             .arg(&path)
             .current_dir(dir.path())
-            .env("RUST_LOG", "info")
+            // RGAP_BENCH_LOG=debug shows the listener's debug lines (e.g. render costs).
+            .env("RUST_LOG", std::env::var("RGAP_BENCH_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -51,8 +52,12 @@ impl BenchListener {
         let log = Arc::new(Mutex::new(Vec::new()));
         let reader_log = log.clone();
         let stderr = child.stderr.take().expect("stderr");
+        let echo = std::env::var_os("RGAP_BENCH_LOG").is_some();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[rgap] {line}");
+                }
                 reader_log.lock().unwrap().push(line);
             }
         });

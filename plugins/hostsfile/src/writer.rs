@@ -138,7 +138,10 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             };
-            let submitted = if wake == Wake::Tick { None } else { state.submitted.clone() };
+            // Render what was submitted since the last render: on a change, or at stop when
+            // pacing held a change back. A tick, or a stop with nothing new, renders nothing.
+            let fresh = wake == Wake::Changed || (wake == Wake::Stop && state.changed);
+            let submitted = if fresh { state.submitted.clone() } else { None };
             (wake, submitted)
         };
         let started = thread_cpu_time();
@@ -151,6 +154,9 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         // Paced by the CPU work of rendering only: the write that follows waits on the disk
         // (fsync), which costs no CPU and already delays the next render by itself.
         let render_cost = thread_cpu_time().saturating_sub(started);
+        if let Some(content) = &wanted {
+            tracing::debug!("rendered {} bytes in {render_cost:?} of CPU", content.len());
+        }
         if let Some(wanted) = &wanted {
             match wake {
                 Wake::Changed => file.write_if_changed(wanted),
