@@ -172,10 +172,11 @@ pub fn ingest(args: &IngestArgs) {
         args.rate
     );
     println!(
-        "  sent {} datagrams in {:.2} s ({:.0}/s)",
+        "  sent {} datagrams in {:.2} s ({:.0}/s, of which {:.0} valid/s)",
         report.sent,
         report.elapsed.as_secs_f64(),
-        report.sent as f64 / report.elapsed.as_secs_f64()
+        report.sent as f64 / report.elapsed.as_secs_f64(),
+        valid as f64 / report.elapsed.as_secs_f64()
     );
     println!(
         "  listener received {received}, accepted {accepted}; members in hosts file {present}"
