@@ -141,6 +141,22 @@ fn proc_status_kib(pid: i32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Pins every thread of process `pid` (or of this process, for 0) to `cpu`, so that the
+/// listener and the sender each have a core of their own.
+pub fn pin(pid: i32, cpu: usize) {
+    let dir = if pid == 0 { "/proc/self/task".to_owned() } else { format!("/proc/{pid}/task") };
+    let tids = std::fs::read_dir(dir).expect("listing threads");
+    for tid in tids.filter_map(Result::ok) {
+        let Ok(tid) = tid.file_name().to_string_lossy().parse::<i32>() else { continue };
+        // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
 /// A value from the `datagram totals` log line, e.g. `accepted`.
 pub fn total(log: &[String], key: &str) -> u64 {
     let line =

@@ -10,7 +10,7 @@ use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
 use crate::blaster::blast;
-use crate::listener::{count_lines, total, BenchListener};
+use crate::listener::{count_lines, pin, total, BenchListener};
 
 const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 const OTHER_PSK: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -30,6 +30,9 @@ pub struct IngestArgs {
     /// of a live fleet), each round stamped a little later than the one before
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Pin the listener to CPU 0 and the sender to CPU 1
+    #[arg(long)]
+    pin: bool,
     /// Output to load: hostsfile (the members are counted in its file) or noop
     #[arg(long, default_value = "hostsfile")]
     output: String,
@@ -143,6 +146,10 @@ pub fn ingest(args: &IngestArgs) {
         }
     }
     let listener = BenchListener::start(&config);
+    if args.pin {
+        pin(listener.pid(), 0);
+        pin(0, 1);
+    }
     let hosts = listener.path("hosts");
     let cpu_before = listener.cpu_so_far();
     let rate = args.rate * (args.junk as u64 + 1);
