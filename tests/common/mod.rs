@@ -16,7 +16,7 @@ use rgap_core::psk::Psk;
 /// The PSK of the seed README's example.
 pub const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 /// Generous: CI machines are slow, and every wait ends as soon as its condition holds.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The `rgap` binary under test.
 pub fn rgap_binary() -> PathBuf {
@@ -190,10 +190,11 @@ fn spawn_listener_full(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> 
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("[rgap] {line}");
-            reader_log.lines.lock().unwrap().0.push(line);
+            // A test that panicked while holding the lock poisons it; keep reading anyway.
+            reader_log.lines.lock().unwrap_or_else(|e| e.into_inner()).0.push(line);
             reader_log.changed.notify_all();
         }
-        reader_log.lines.lock().unwrap().1 = true;
+        reader_log.lines.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
         reader_log.changed.notify_all();
     });
     RunningListener { child: Some(child), log, dir, config_path }
