@@ -143,17 +143,17 @@ impl Listener {
             };
             sources.push(spawn(&format!("source {name}"), move || source.run())?);
         }
+        let (reporter_stop, reporter_stopped) = crossbeam_channel::bounded(1);
+        let reporter_stats = stats.clone();
+        let reporter = spawn("drop reporter", move || {
+            stats::report_drops(&reporter_stats, DROP_REPORT_INTERVAL, &reporter_stopped);
+        })?;
         tracing::info!(
             "listener started: {} group(s), {} output(s), {} source(s)",
             config.groups.len(),
             outputs.len(),
             sources.len()
         );
-        let (reporter_stop, reporter_stopped) = crossbeam_channel::bounded(1);
-        let reporter_stats = stats.clone();
-        let reporter = spawn("drop reporter", move || {
-            stats::report_drops(&reporter_stats, DROP_REPORT_INTERVAL, &reporter_stopped);
-        })?;
         Ok(Listener {
             stop,
             sources,

@@ -115,7 +115,9 @@ impl BatchCounts {
 /// sends: an operator learns of a misconfigured agent (wrong key, skewed clock) while it
 /// happens, not at shutdown.
 pub fn report_drops(stats: &ListenerStats, every: Duration, stop: &Receiver<()>) {
-    let mut last = stats.read();
+    // From zero, not from a first reading: sources may have counted drops before this thread
+    // first ran, and those must be reported too.
+    let mut last = BatchCounts::default();
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
         let now = stats.read();
         if let Some((total, reasons)) = now.drops_since(&last) {
