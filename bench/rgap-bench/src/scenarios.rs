@@ -207,17 +207,8 @@ pub fn scale(args: &ScaleArgs) {
     let port = port();
     let dns_port = port_for_dns();
     let groups = args.groups.max(1);
-    let ids = 1..=groups as u64;
-    let hosts_mappings: String =
-        ids.clone().map(|id| format!("    - group: {id}\n      hostname: g{id}\n")).collect();
-    let dns_mappings: String = ids
-        .clone()
-        .map(|id| format!("      g{id}.bench.example:\n        group: {id}\n"))
-        .collect();
-    let config = format!(
-        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n{hosts_mappings}- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    mappings:\n{dns_mappings}- kind: log\n  spec:\n    interval: 1h\n",
-        group_yaml(ids.clone())
-    );
+    let outputs = "- kind: log\n  spec:\n    interval: 1h\n";
+    let config = hosts_and_dns_config(port, dns_port, groups as u64, "g", outputs);
     let datagrams: Vec<Vec<u8>> = (0..args.members)
         .map(|index| signed((index % groups) as u64 + 1, member_ip(index, 10), PSK))
         .collect();
@@ -277,6 +268,31 @@ pub fn scale(args: &ScaleArgs) {
     println!("  accepted {} in all", total(&log, "accepted"));
 }
 
+/// A listener on `port` with groups 1..=`groups`, each mapped in the hostsfile output (as
+/// `<prefix><id>`) and the dns output on `dns_port` (as `<prefix><id>.bench.example`), then
+/// `more_outputs` (YAML list items).
+fn hosts_and_dns_config(
+    port: u16,
+    dns_port: u16,
+    groups: u64,
+    prefix: &str,
+    more_outputs: &str,
+) -> String {
+    let ids = 1..=groups;
+    let hosts_mappings: String = ids
+        .clone()
+        .map(|id| format!("    - group: {id}\n      hostname: {prefix}{id}\n"))
+        .collect();
+    let dns_mappings: String = ids
+        .clone()
+        .map(|id| format!("      {prefix}{id}.bench.example:\n        group: {id}\n"))
+        .collect();
+    format!(
+        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n{hosts_mappings}- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    mappings:\n{dns_mappings}{more_outputs}",
+        group_yaml(ids)
+    )
+}
+
 fn port_for_dns() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -314,17 +330,7 @@ pub fn propagation(args: &PropagationArgs) {
     let port = port();
     let dns_port = port_for_dns();
     let samples = args.samples.max(1);
-    let ids = 1..=samples as u64;
-    let hosts_mappings: String =
-        ids.clone().map(|id| format!("    - group: {id}\n      hostname: s{id}\n")).collect();
-    let dns_mappings: String = ids
-        .clone()
-        .map(|id| format!("      s{id}.bench.example:\n        group: {id}\n"))
-        .collect();
-    let config = format!(
-        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n{hosts_mappings}- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    mappings:\n{dns_mappings}",
-        group_yaml(ids)
-    );
+    let config = hosts_and_dns_config(port, dns_port, samples as u64, "s", "");
     let listener = BenchListener::start(&config);
     let hosts = listener.path("hosts");
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
