@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::addrspec::AddrSpec;
 use crate::duration::GoDuration;
-use crate::plugin_host::OutputConfig;
+use crate::plugin_host::{is_valid_kind, OutputConfig};
 use crate::psk::Psk;
 
 /// The whole listener config.
@@ -145,10 +145,10 @@ impl Config {
             }
         }
         for (index, output) in self.outputs.iter().enumerate() {
-            if output.kind.trim().is_empty() || output.kind.contains('/') {
+            if !is_valid_kind(&output.kind) {
                 return Err((
                     format!("outputs[{index}].kind"),
-                    format!("invalid kind {:?}", output.kind),
+                    format!("invalid kind {:?}: use letters, digits, _ and -", output.kind),
                 ));
             }
         }

@@ -187,7 +187,7 @@ fn prepare(
 }
 
 /// Whether `kind` can name a plugin file: non-empty, letters, digits, `_` and `-` only.
-fn is_valid_kind(kind: &str) -> bool {
+pub fn is_valid_kind(kind: &str) -> bool {
     !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
