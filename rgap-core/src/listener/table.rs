@@ -291,14 +291,10 @@ pub fn run_table(
         let disconnected = match received {
             Ok(batch) => {
                 let now_wall_us = unix_micros(std::time::SystemTime::now());
-                for announcement in &batch {
-                    table.apply(announcement, cycle_started, now_wall_us);
-                }
                 // Take what else is already queued before publishing once for all of it.
-                for batch in input.try_iter().take(BATCHES_PER_CYCLE) {
-                    for announcement in &batch {
-                        table.apply(announcement, cycle_started, now_wall_us);
-                    }
+                let queued = input.try_iter().take(BATCHES_PER_CYCLE);
+                for announcement in std::iter::once(batch).chain(queued).flatten() {
+                    table.apply(&announcement, cycle_started, now_wall_us);
                 }
                 false
             }
