@@ -95,6 +95,28 @@ impl BenchListener {
         proc_cpu(self.pid())
     }
 
+    /// CPU time used so far by each thread, by thread name (threads sharing a name are
+    /// summed), from /proc.
+    pub fn cpu_by_thread(&self) -> Vec<(String, Duration)> {
+        let mut by_name: Vec<(String, Duration)> = Vec::new();
+        let dir = format!("/proc/{}/task", self.pid());
+        for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
+            let stat_path = entry.path().join("stat");
+            let stat = std::fs::read_to_string(&stat_path).unwrap_or_default();
+            let name = stat
+                .split_once('(')
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .map_or("?", |(name, _)| name)
+                .to_owned();
+            let used = cpu_from_stat(&stat);
+            match by_name.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, total)) => *total += used,
+                None => by_name.push((name, used)),
+            }
+        }
+        by_name
+    }
+
     /// Resident memory now, from /proc.
     pub fn rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:")
@@ -120,7 +142,11 @@ impl BenchListener {
 }
 
 fn proc_cpu(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// User + system time from the text of a `/proc/.../stat` file.
+fn cpu_from_stat(stat: &str) -> Duration {
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();

@@ -168,6 +168,7 @@ pub fn ingest(args: &IngestArgs) {
         0
     };
     let cpu_during = listener.cpu_so_far().saturating_sub(cpu_before);
+    let threads = listener.cpu_by_thread();
     let (usage, log) = listener.stop();
     let accepted = total(&log, "accepted");
     let received = total(&log, "received");
@@ -200,6 +201,10 @@ pub fn ingest(args: &IngestArgs) {
         usage.cpu.as_secs_f64(),
         per(usage.cpu, accepted)
     );
+    let busy = threads.iter().filter(|(_, used)| !used.is_zero());
+    let by_thread: Vec<String> =
+        busy.map(|(name, used)| format!("{name} {}", per(*used, accepted))).collect();
+    println!("  of which, per valid announcement, by thread: {}", by_thread.join(", "));
     println!("  peak RSS: {:.1} MiB", usage.peak_rss_kib as f64 / 1024.0);
 }
 
