@@ -70,7 +70,22 @@ impl Layout {
     }
 
     /// The file's content for `groups`, or why there is none yet.
+    #[cfg(test)]
     pub fn render(&self, groups: &[GroupSnapshot<'_>]) -> Result<String, Waiting> {
+        let mut text = String::new();
+        self.render_into(groups, &mut text, &mut SortScratch::default())?;
+        Ok(text)
+    }
+
+    /// As [`Layout::render`], into `text` (cleared first), sorting in `scratch`: a writer
+    /// that keeps both between renders does not allocate (and page-fault in) megabytes
+    /// afresh for a file of 200 000 lines each time.
+    pub fn render_into(
+        &self,
+        groups: &[GroupSnapshot<'_>],
+        text: &mut String,
+        scratch: &mut SortScratch,
+    ) -> Result<(), Waiting> {
         if let Some(waiting) = self.waiting(groups) {
             return Err(waiting);
         }
@@ -78,7 +93,7 @@ impl Layout {
         let found: Vec<&GroupSnapshot<'_>> =
             self.mappings.iter().filter_map(|mapping| index.get(&mapping.group).copied()).collect();
 
-        let mut text = String::new();
+        text.clear();
         for line in &self.prepend_lines {
             text.push_str(line);
             text.push('\n');
@@ -91,30 +106,65 @@ impl Layout {
                 }
                 continue;
             }
-            // IPv4 (unmapped, dotted) sorts before IPv6 (compressed); each numerically. The
-            // key is two integers, and IPv4 is formatted by hand: with 100 000 members this
-            // loop is the whole cost of the output, and `Display` is several times slower.
-            let mut keys: Vec<(bool, u128)> = group.members().iter().map(sort_key).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            text.reserve(keys.len() * (mapping.hostname.len() + 17));
-            for (is_v6, bits) in keys {
-                if is_v6 {
-                    let _ = write!(text, "{}", std::net::Ipv6Addr::from(bits));
-                } else {
-                    push_ipv4(&mut text, bits as u32);
-                }
-                text.push(' ');
-                text.push_str(&mapping.hostname);
-                text.push('\n');
+            // IPv4 (unmapped, dotted) before IPv6 (compressed); each numerically. With 100 000
+            // members this loop is the whole cost of the output: IPv4 addresses are sorted as
+            // 32-bit integers and formatted by hand (`Display` is several times slower).
+            scratch.sort(group.members());
+            text.reserve(scratch.len() * (mapping.hostname.len() + 17));
+            for &address in &scratch.v4 {
+                push_ipv4(text, address);
+                push_name(text, &mapping.hostname);
+            }
+            for &address in &scratch.v6 {
+                let _ = write!(text, "{}", std::net::Ipv6Addr::from(address));
+                push_name(text, &mapping.hostname);
             }
         }
         for line in &self.append_lines {
             text.push_str(line);
             text.push('\n');
         }
-        Ok(text)
+        Ok(())
     }
+}
+
+/// One group's addresses, sorted and without duplicates, IPv4 apart from IPv6; kept
+/// between renders for its memory.
+#[derive(Debug, Default)]
+pub struct SortScratch {
+    v4: Vec<u32>,
+    v6: Vec<u128>,
+}
+
+impl SortScratch {
+    fn sort(&mut self, members: &[Member]) {
+        const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        self.v4.clear();
+        self.v6.clear();
+        // Read straight from the wire bytes: this runs once per member per render.
+        for member in members {
+            match member.address.split_first_chunk::<12>() {
+                Some((prefix, v4)) if *prefix == MAPPED_PREFIX => {
+                    self.v4.push(u32::from_be_bytes([v4[0], v4[1], v4[2], v4[3]]));
+                }
+                _ => self.v6.push(u128::from_be_bytes(member.address)),
+            }
+        }
+        self.v4.sort_unstable();
+        self.v4.dedup();
+        self.v6.sort_unstable();
+        self.v6.dedup();
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+}
+
+fn push_name(text: &mut String, hostname: &str) {
+    text.push(' ');
+    text.push_str(hostname);
+    text.push('\n');
 }
 
 /// One mapped group as last seen, owned so the writer can render it later.
@@ -178,33 +228,28 @@ impl GroupCopies {
     }
 }
 
-/// Sort key of a member: IPv4 (mapped on the wire) first, by value, then IPv6 by value.
-/// Read straight from the wire bytes: this runs once per member per render.
-fn sort_key(member: &Member) -> (bool, u128) {
-    const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-    let address = member.address;
-    match address.split_first_chunk::<12>() {
-        Some((prefix, v4)) if *prefix == MAPPED_PREFIX => {
-            (false, u128::from(u32::from_be_bytes([v4[0], v4[1], v4[2], v4[3]])))
-        }
-        _ => (true, u128::from_be_bytes(address)),
-    }
-}
-
 /// Appends `a.b.c.d` for `address`, as `Ipv4Addr`'s `Display` would.
 fn push_ipv4(text: &mut String, address: u32) {
+    // Built in a buffer and appended once: a `push` per digit costs a capacity check each.
+    let mut buffer = [0u8; 15];
+    let mut length = 0;
+    let mut put = |byte: u8| {
+        buffer[length] = byte;
+        length += 1;
+    };
     for (position, octet) in address.to_be_bytes().into_iter().enumerate() {
         if position > 0 {
-            text.push('.');
+            put(b'.');
         }
         if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
+            put(b'0' + octet / 100);
         }
         if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
+            put(b'0' + octet / 10 % 10);
         }
-        text.push(char::from(b'0' + octet % 10));
+        put(b'0' + octet % 10);
     }
+    text.push_str(std::str::from_utf8(&buffer[..length]).unwrap_or_default());
 }
 
 /// Groups by id: with many groups and many mappings, a scan per mapping would cost
@@ -268,6 +313,14 @@ mod tests {
             [0u32, 1, 9, 10, 99, 100, 255, 0x0a00_0001, 0xc0a8_6401, u32::MAX, 0x0102_0304]
         {
             let mut text = String::new();
+            push_ipv4(&mut text, address);
+            assert_eq!(text, std::net::Ipv4Addr::from(address).to_string());
+        }
+        // And a spread of others (a multiplicative walk over the whole range).
+        let mut text = String::new();
+        for step in 0..100_000u32 {
+            let address = step.wrapping_mul(2_654_435_761);
+            text.clear();
             push_ipv4(&mut text, address);
             assert_eq!(text, std::net::Ipv4Addr::from(address).to_string());
         }

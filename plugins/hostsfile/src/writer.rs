@@ -11,6 +11,8 @@
 //! undone, and a write that failed is retried; an identical file is left alone. At stop it
 //! makes that same check once more, then ends.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -20,7 +22,7 @@ use rgap_plugin_api::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::HostHandle;
 
 use crate::atomic;
-use crate::render::{GroupCopy, Layout};
+use crate::render::{GroupCopy, Layout, SortScratch};
 
 /// The writer spends at most 1 / (1 + this) of its time rendering, and waits at most
 /// `MAX_RENDER_PAUSE` after a render (a file of 200 000 lines costs about 15 ms).
@@ -68,7 +70,7 @@ impl Writer {
         let thread =
             std::thread::Builder::new().name("rgap hostsfile writer".into()).spawn(move || {
                 host.in_scope(|| {
-                    let mut file = TargetFile { path, written: None, failing: false };
+                    let mut file = TargetFile::new(path);
                     write_loop(&mut file, interval, &layout, &thread_shared);
                 })
             })?;
@@ -115,7 +117,12 @@ enum Wake {
 fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared: &Shared) {
     let mut next_tick = Instant::now() + interval;
     let mut pacer = CostPacer::new(RENDER_COST_FACTOR, MAX_RENDER_PAUSE);
-    let mut wanted: Option<Arc<str>> = None;
+    // What the file should hold (`None` until there is something to write), and the buffers
+    // the next render goes into: kept from render to render, so that a file of 200 000 lines
+    // costs no fresh megabytes (and their page faults) each time.
+    let mut wanted: Option<String> = None;
+    let mut rendered = String::new();
+    let mut scratch = SortScratch::default();
     loop {
         let (wake, submitted) = {
             let mut state = shared.lock();
@@ -147,17 +154,19 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         let started = thread_cpu_time();
         if let Some(groups) = submitted {
             let snapshots: Vec<_> = groups.iter().map(GroupCopy::snapshot).collect();
-            if let Ok(content) = layout.render(&snapshots) {
-                wanted = Some(content.into());
+            let ready = layout.render_into(&snapshots, &mut rendered, &mut scratch).is_ok();
+            if ready && wanted.as_deref() != Some(rendered.as_str()) {
+                // The previous content's buffer becomes the next render's.
+                let previous = wanted.replace(std::mem::take(&mut rendered));
+                rendered = previous.unwrap_or_default();
+                file.wanted_changed();
             }
         }
         // Paced by the CPU work of rendering only: the write that follows waits on the disk
         // (fsync), which costs no CPU and already delays the next render by itself.
         let render_cost = thread_cpu_time().saturating_sub(started);
-        if let Some(content) = &wanted {
-            tracing::debug!("rendered {} bytes in {render_cost:?} of CPU", content.len());
-        }
         if let Some(wanted) = &wanted {
+            tracing::debug!("rendered {} bytes in {render_cost:?} of CPU", wanted.len());
             match wake {
                 Wake::Changed => file.write_if_changed(wanted),
                 Wake::Tick | Wake::Stop => file.assert_content(wanted, wake == Wake::Tick),
@@ -174,52 +183,65 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
 /// The hosts file and what the writer knows of it.
 struct TargetFile {
     path: PathBuf,
-    /// The content of the last successful write.
-    written: Option<Arc<str>>,
+    /// The file held the wanted content after our last write or check.
+    up_to_date: bool,
+    /// A write has succeeded before (the first one is worth an info line).
+    ever_written: bool,
     /// The last write failed; a success is worth an info line.
     failing: bool,
+    /// The file as last read back, kept for its memory.
+    on_disk: Vec<u8>,
 }
 
 impl TargetFile {
-    /// Writes `wanted` unless it was the last content written.
-    fn write_if_changed(&mut self, wanted: &Arc<str>) {
-        if self.written.as_deref() != Some(&**wanted) {
+    fn new(path: PathBuf) -> TargetFile {
+        TargetFile { path, up_to_date: false, ever_written: false, failing: false, on_disk: vec![] }
+    }
+
+    /// The wanted content is new: the file no longer holds it.
+    fn wanted_changed(&mut self) {
+        self.up_to_date = false;
+    }
+
+    /// Writes `wanted` unless the file already got it.
+    fn write_if_changed(&mut self, wanted: &str) {
+        if !self.up_to_date {
             self.write(wanted, false);
         }
     }
 
     /// Rewrites the file if what is on disk is not `wanted` (edited, removed, never written).
-    fn assert_content(&mut self, wanted: &Arc<str>, periodic: bool) {
-        match std::fs::read(&self.path) {
-            Ok(on_disk) if on_disk == wanted.as_bytes() => {
-                self.written = Some(wanted.clone());
-            }
-            _ => {
-                // Our last write succeeded and is not what is there now: someone else
-                // edited or removed the file. (A failed write is simply retried.)
-                if self.written.is_some() && !self.failing {
-                    tracing::info!(
-                        "{} was changed or removed by someone else; rewriting it",
-                        self.path.display()
-                    );
-                }
-                self.write(wanted, periodic);
-            }
+    fn assert_content(&mut self, wanted: &str, periodic: bool) {
+        self.on_disk.clear();
+        let read = File::open(&self.path).and_then(|mut file| file.read_to_end(&mut self.on_disk));
+        if read.is_ok() && self.on_disk == wanted.as_bytes() {
+            self.up_to_date = true;
+            return;
         }
+        // Our last write succeeded and is not what is there now: someone else edited or
+        // removed the file. (A failed write is simply retried.)
+        if self.up_to_date && !self.failing {
+            tracing::info!(
+                "{} was changed or removed by someone else; rewriting it",
+                self.path.display()
+            );
+        }
+        self.write(wanted, periodic);
     }
 
-    fn write(&mut self, wanted: &Arc<str>, periodic: bool) {
+    fn write(&mut self, wanted: &str, periodic: bool) {
         match atomic::replace(&self.path, wanted.as_bytes()) {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("wrote {} again", self.path.display());
-                } else if self.written.is_none() {
+                } else if !self.ever_written {
                     tracing::info!("wrote {}", self.path.display());
                 } else {
                     tracing::debug!("wrote {}", self.path.display());
                 }
                 self.failing = false;
-                self.written = Some(wanted.clone());
+                self.ever_written = true;
+                self.up_to_date = true;
             }
             Err(error) => {
                 // Once when the trouble starts, then once per interval, not once per change.
@@ -230,6 +252,7 @@ impl TargetFile {
                     );
                 }
                 self.failing = true;
+                self.up_to_date = false;
             }
         }
     }
