@@ -95,23 +95,28 @@ impl BenchListener {
         proc_cpu(self.pid())
     }
 
-    /// CPU time used so far by each thread, by thread name (threads sharing a name are
-    /// summed), from /proc.
-    pub fn cpu_by_thread(&self) -> Vec<(String, Duration)> {
-        let mut by_name: Vec<(String, Duration)> = Vec::new();
+    /// CPU time used so far and times switched out, by thread name (threads sharing a name
+    /// are summed), from /proc.
+    pub fn cpu_by_thread(&self) -> Vec<ThreadUse> {
+        let mut by_name: Vec<ThreadUse> = Vec::new();
         let dir = format!("/proc/{}/task", self.pid());
         for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
-            let stat_path = entry.path().join("stat");
-            let stat = std::fs::read_to_string(&stat_path).unwrap_or_default();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
             let name = stat
                 .split_once('(')
                 .and_then(|(_, rest)| rest.rsplit_once(')'))
                 .map_or("?", |(name, _)| name)
                 .to_owned();
-            let used = cpu_from_stat(&stat);
-            match by_name.iter_mut().find(|(known, _)| *known == name) {
-                Some((_, total)) => *total += used,
-                None => by_name.push((name, used)),
+            let cpu = cpu_from_stat(&stat);
+            let switches = status_value(&status, "voluntary_ctxt_switches:")
+                + status_value(&status, "nonvoluntary_ctxt_switches:");
+            match by_name.iter_mut().find(|known| known.name == name) {
+                Some(known) => {
+                    known.cpu += cpu;
+                    known.switches += switches;
+                }
+                None => by_name.push(ThreadUse { name, cpu, switches }),
             }
         }
         by_name
@@ -157,8 +162,20 @@ fn cpu_from_stat(stat: &str) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
+/// What one thread (or the threads of one name) used.
+pub struct ThreadUse {
+    pub name: String,
+    pub cpu: Duration,
+    /// Context switches, voluntary (it waited) and not (it was preempted).
+    pub switches: u64,
+}
+
 fn proc_status_kib(pid: i32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_value(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(), key)
+}
+
+/// The number after `key` in the text of a `/proc/.../status` file (0 if absent).
+fn status_value(status: &str, key: &str) -> u64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix(key))

@@ -201,9 +201,13 @@ pub fn ingest(args: &IngestArgs) {
         usage.cpu.as_secs_f64(),
         per(usage.cpu, accepted)
     );
-    let busy = threads.iter().filter(|(_, used)| !used.is_zero());
-    let by_thread: Vec<String> =
-        busy.map(|(name, used)| format!("{name} {}", per(*used, accepted))).collect();
+    let busy = threads.iter().filter(|thread| !thread.cpu.is_zero());
+    let by_thread: Vec<String> = busy
+        .map(|thread| {
+            let name = thread.name.trim();
+            format!("{name} {} ({} switches)", per(thread.cpu, accepted), thread.switches)
+        })
+        .collect();
     println!("  of which, per valid announcement, by thread: {}", by_thread.join(", "));
     println!("  peak RSS: {:.1} MiB", usage.peak_rss_kib as f64 / 1024.0);
 }

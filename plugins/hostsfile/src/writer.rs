@@ -81,9 +81,13 @@ impl Writer {
     pub fn submit(&self, groups: Vec<GroupCopy>) {
         let mut state = self.shared.lock();
         state.submitted = Some(groups);
-        state.changed = true;
+        let already_pending = std::mem::replace(&mut state.changed, true);
         drop(state);
-        self.shared.wake.notify_one();
+        // A change already pending means the writer knows and is waiting for its pacing (or
+        // rendering): waking it for each of a burst of snapshots would only cost switches.
+        if !already_pending {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Makes the final write (if there is anything to write) and ends the thread.

@@ -174,7 +174,7 @@ impl Source {
             };
             let now_us = unix_micros(SystemTime::now());
             let mut counts = BatchCounts { received: received as u64, ..BatchCounts::default() };
-            let mut accepted = TableInput::new();
+            let mut accepted = TableInput::with_capacity(received);
             for index in 0..received {
                 match self.checker.check(batch.datagram(index), now_us) {
                     Ok(announcement) => accepted.push(announcement),
