@@ -95,6 +95,8 @@ impl OutputPlugin for CommandOutput {
     const KIND: &'static str = "command";
     const DESCRIPTION: &'static str =
         "Runs a command with the group's addresses on stdin after each membership change";
+    // Snapshots only: events are answered without entering the plugin.
+    const WANTS_EVENTS: bool = false;
     type Spec = CommandSpec;
 
     fn create(spec: CommandSpec, host: HostHandle) -> Result<Self, BoxError> {

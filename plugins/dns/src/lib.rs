@@ -37,6 +37,8 @@ impl OutputPlugin for DnsOutput {
     const KIND: &'static str = "dns";
     const DESCRIPTION: &'static str =
         "Authoritative DNS server (UDP and TCP) answering A/AAAA with each name's group members";
+    // Snapshots only: events are answered without entering the plugin.
+    const WANTS_EVENTS: bool = false;
     type Spec = DnsSpec;
 
     fn create(spec: DnsSpec, host: HostHandle) -> Result<Self, BoxError> {

@@ -75,6 +75,8 @@ impl OutputPlugin for HostsFile {
     const KIND: &'static str = "hostsfile";
     const DESCRIPTION: &'static str =
         "Keeps a hosts file with an <ip> <hostname> line per group member, written atomically";
+    // Snapshots only: events are answered without entering the plugin.
+    const WANTS_EVENTS: bool = false;
     type Spec = HostsFileSpec;
 
     fn create(spec: HostsFileSpec, host: HostHandle) -> Result<Self, BoxError> {

@@ -49,6 +49,8 @@ struct LogOutput {
 impl OutputPlugin for LogOutput {
     const KIND: &'static str = "log";
     const DESCRIPTION: &'static str = "Dumps every group's members to the log every interval";
+    // Snapshots only: events are answered without entering the plugin.
+    const WANTS_EVENTS: bool = false;
     type Spec = LogSpec;
 
     fn create(spec: LogSpec, host: HostHandle) -> Result<Self, BoxError> {

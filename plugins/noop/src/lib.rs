@@ -11,6 +11,8 @@ struct Noop;
 impl OutputPlugin for Noop {
     const KIND: &'static str = "noop";
     const DESCRIPTION: &'static str = "Does nothing (accepts any spec)";
+    // Events are answered without entering the plugin.
+    const WANTS_EVENTS: bool = false;
     type Spec = AnySpec;
 
     fn create(_spec: AnySpec, _host: HostHandle) -> Result<Self, BoxError> {
