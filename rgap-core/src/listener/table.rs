@@ -36,8 +36,9 @@ const BATCHES_PER_CYCLE: usize = 256;
 /// Publishing is paced by its own CPU cost (see `rgap_plugin_api::pacing`): after a publish
 /// that cost `t`, the next waits `t * PUBLISH_COST_FACTOR`, at most `MAX_PUBLISH_PAUSE`. Small
 /// groups (microseconds to publish) are published at once; a group of 100 000 members is not
-/// copied thousands of times a second while a fleet starts.
-const PUBLISH_COST_FACTOR: u32 = 100;
+/// copied thousands of times a second while a fleet starts: publishing takes at most a third
+/// of a percent of the table's time, and a big group is at most `MAX_PUBLISH_PAUSE` stale.
+const PUBLISH_COST_FACTOR: u32 = 300;
 const MAX_PUBLISH_PAUSE: Duration = Duration::from_millis(250);
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
