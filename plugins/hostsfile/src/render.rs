@@ -3,7 +3,8 @@
 //! mapping's fallback addresses marked `# fallback address used!` when the group is empty,
 //! then the append lines. Nothing is rendered while a mapped group is not ready.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use std::collections::{HashMap, HashSet};
@@ -72,9 +73,9 @@ impl Layout {
     /// The file's content for `groups`, or why there is none yet.
     #[cfg(test)]
     pub fn render(&self, groups: &[GroupSnapshot<'_>]) -> Result<String, Waiting> {
-        let mut text = String::new();
+        let mut text = Vec::new();
         self.render_into(groups, &mut text, &mut SortScratch::default())?;
-        Ok(text)
+        Ok(String::from_utf8(text).expect("rendered from strings and addresses"))
     }
 
     /// As [`Layout::render`], into `text` (cleared first), sorting in `scratch`: a writer
@@ -83,7 +84,7 @@ impl Layout {
     pub fn render_into(
         &self,
         groups: &[GroupSnapshot<'_>],
-        text: &mut String,
+        text: &mut Vec<u8>,
         scratch: &mut SortScratch,
     ) -> Result<(), Waiting> {
         if let Some(waiting) = self.waiting(groups) {
@@ -95,8 +96,7 @@ impl Layout {
 
         text.clear();
         for line in &self.prepend_lines {
-            text.push_str(line);
-            text.push('\n');
+            push_line(text, line);
         }
         for (mapping, group) in self.mappings.iter().zip(found) {
             if group.members().is_empty() {
@@ -121,8 +121,7 @@ impl Layout {
             }
         }
         for line in &self.append_lines {
-            text.push_str(line);
-            text.push('\n');
+            push_line(text, line);
         }
         Ok(())
     }
@@ -161,10 +160,14 @@ impl SortScratch {
     }
 }
 
-fn push_name(text: &mut String, hostname: &str) {
-    text.push(' ');
-    text.push_str(hostname);
-    text.push('\n');
+fn push_name(text: &mut Vec<u8>, hostname: &str) {
+    text.push(b' ');
+    push_line(text, hostname);
+}
+
+fn push_line(text: &mut Vec<u8>, line: &str) {
+    text.extend_from_slice(line.as_bytes());
+    text.push(b'\n');
 }
 
 /// One mapped group as last seen, owned so the writer can render it later.
@@ -229,7 +232,7 @@ impl GroupCopies {
 }
 
 /// Appends `a.b.c.d` for `address`, as `Ipv4Addr`'s `Display` would.
-fn push_ipv4(text: &mut String, address: u32) {
+fn push_ipv4(text: &mut Vec<u8>, address: u32) {
     // Built in a buffer and appended once: a `push` per digit costs a capacity check each.
     let mut buffer = [0u8; 15];
     let mut length = 0;
@@ -249,7 +252,7 @@ fn push_ipv4(text: &mut String, address: u32) {
         }
         put(b'0' + octet % 10);
     }
-    text.push_str(std::str::from_utf8(&buffer[..length]).unwrap_or_default());
+    text.extend_from_slice(&buffer[..length]);
 }
 
 /// Groups by id: with many groups and many mappings, a scan per mapping would cost
@@ -312,17 +315,17 @@ mod tests {
         for address in
             [0u32, 1, 9, 10, 99, 100, 255, 0x0a00_0001, 0xc0a8_6401, u32::MAX, 0x0102_0304]
         {
-            let mut text = String::new();
+            let mut text = Vec::new();
             push_ipv4(&mut text, address);
-            assert_eq!(text, std::net::Ipv4Addr::from(address).to_string());
+            assert_eq!(text, std::net::Ipv4Addr::from(address).to_string().as_bytes());
         }
         // And a spread of others (a multiplicative walk over the whole range).
-        let mut text = String::new();
+        let mut text = Vec::new();
         for step in 0..100_000u32 {
             let address = step.wrapping_mul(2_654_435_761);
             text.clear();
             push_ipv4(&mut text, address);
-            assert_eq!(text, std::net::Ipv4Addr::from(address).to_string());
+            assert_eq!(text, std::net::Ipv4Addr::from(address).to_string().as_bytes());
         }
     }
 

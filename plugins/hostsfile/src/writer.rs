@@ -125,8 +125,8 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
     // What the file should hold (`None` until there is something to write), and the buffers
     // the next render goes into: kept from render to render, so that a file of 200 000 lines
     // costs no fresh megabytes (and their page faults) each time.
-    let mut wanted: Option<String> = None;
-    let mut rendered = String::new();
+    let mut wanted: Option<Vec<u8>> = None;
+    let mut rendered = Vec::new();
     let mut scratch = SortScratch::default();
     loop {
         let (wake, submitted) = {
@@ -160,7 +160,7 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         if let Some(groups) = submitted {
             let snapshots: Vec<_> = groups.iter().map(GroupCopy::snapshot).collect();
             let ready = layout.render_into(&snapshots, &mut rendered, &mut scratch).is_ok();
-            if ready && wanted.as_deref() != Some(rendered.as_str()) {
+            if ready && wanted.as_ref() != Some(&rendered) {
                 // The previous content's buffer becomes the next render's.
                 let previous = wanted.replace(std::mem::take(&mut rendered));
                 rendered = previous.unwrap_or_default();
@@ -209,17 +209,17 @@ impl TargetFile {
     }
 
     /// Writes `wanted` unless the file already got it.
-    fn write_if_changed(&mut self, wanted: &str) {
+    fn write_if_changed(&mut self, wanted: &[u8]) {
         if !self.up_to_date {
             self.write(wanted, false);
         }
     }
 
     /// Rewrites the file if what is on disk is not `wanted` (edited, removed, never written).
-    fn assert_content(&mut self, wanted: &str, periodic: bool) {
+    fn assert_content(&mut self, wanted: &[u8], periodic: bool) {
         self.on_disk.clear();
         let read = File::open(&self.path).and_then(|mut file| file.read_to_end(&mut self.on_disk));
-        if read.is_ok() && self.on_disk == wanted.as_bytes() {
+        if read.is_ok() && self.on_disk == wanted {
             self.up_to_date = true;
             return;
         }
@@ -234,8 +234,8 @@ impl TargetFile {
         self.write(wanted, periodic);
     }
 
-    fn write(&mut self, wanted: &str, periodic: bool) {
-        match atomic::replace(&self.path, wanted.as_bytes()) {
+    fn write(&mut self, wanted: &[u8], periodic: bool) {
+        match atomic::replace(&self.path, wanted) {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("wrote {} again", self.path.display());
