@@ -90,13 +90,21 @@ impl BenchListener {
         }
     }
 
-    /// CPU time used so far (user + system, all threads), from /proc (10 ms resolution).
+    /// CPU time used so far (user + system, all threads): the sum of the threads' run times
+    /// from `/proc/<pid>/task/*/schedstat` (nanoseconds; rgap's threads live until it
+    /// stops), or the process's from `/proc/<pid>/stat` (10 ms ticks) where schedstat is
+    /// missing.
     pub fn cpu_so_far(&self) -> Duration {
-        proc_cpu(self.pid())
+        let threads = self.cpu_by_thread();
+        if threads.iter().all(|thread| thread.exact) {
+            threads.iter().map(|thread| thread.cpu).sum()
+        } else {
+            proc_cpu(self.pid())
+        }
     }
 
     /// CPU time used so far and times switched out, by thread name (threads sharing a name
-    /// are summed), from /proc.
+    /// are summed), from /proc: schedstat where the kernel has it, else stat.
     pub fn cpu_by_thread(&self) -> Vec<ThreadUse> {
         let mut by_name: Vec<ThreadUse> = Vec::new();
         let dir = format!("/proc/{}/task", self.pid());
@@ -108,15 +116,21 @@ impl BenchListener {
                 .and_then(|(_, rest)| rest.rsplit_once(')'))
                 .map_or("?", |(name, _)| name)
                 .to_owned();
-            let cpu = cpu_from_stat(&stat);
+            let schedstat = std::fs::read_to_string(entry.path().join("schedstat")).ok();
+            let run_ns = schedstat.and_then(|text| text.split_whitespace().next()?.parse().ok());
+            let (cpu, exact) = match run_ns {
+                Some(ns) => (Duration::from_nanos(ns), true),
+                None => (cpu_from_stat(&stat), false),
+            };
             let switches = status_value(&status, "voluntary_ctxt_switches:")
                 + status_value(&status, "nonvoluntary_ctxt_switches:");
             match by_name.iter_mut().find(|known| known.name == name) {
                 Some(known) => {
                     known.cpu += cpu;
                     known.switches += switches;
+                    known.exact &= exact;
                 }
-                None => by_name.push(ThreadUse { name, cpu, switches }),
+                None => by_name.push(ThreadUse { name, cpu, switches, exact }),
             }
         }
         by_name
@@ -168,6 +182,8 @@ pub struct ThreadUse {
     pub cpu: Duration,
     /// Context switches, voluntary (it waited) and not (it was preempted).
     pub switches: u64,
+    /// `cpu` is from schedstat (nanoseconds), not from 10 ms ticks.
+    pub exact: bool,
 }
 
 fn proc_status_kib(pid: i32, key: &str) -> u64 {

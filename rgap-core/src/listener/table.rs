@@ -315,7 +315,8 @@ impl GroupTable {
     }
 
     /// The events since the last call, in order.
-    pub fn take_events(&mut self) -> Vec<Event> {
+    #[cfg(test)]
+    fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
 
