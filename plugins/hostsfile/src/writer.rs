@@ -3,10 +3,10 @@
 //!
 //! The delivery thread submits copies of the mapped groups; the writer renders the file and
 //! writes it if it differs from what it last wrote (a snapshot that changes nothing, e.g. a
-//! refresh, costs no write). Rendering is paced by its own cost: after a render that took
-//! `t`, the next waits `t * RENDER_COST_FACTOR`. A small file is rewritten
-//! within a millisecond of a change; a file of 100 000 lines is not re-sorted and rewritten
-//! dozens of times a second while a fleet starts up. Every `interval` it also compares the file on disk with the
+//! refresh, costs no write). Rendering is paced by its own cost, more than proportionally
+//! for a large file (see `RENDER_COST_FACTOR`): a small file is rewritten within a
+//! millisecond of a change; a file of 100 000 lines is not re-sorted and rewritten dozens of
+//! times a second while a fleet starts up. Every `interval` it also compares the file on disk with the
 //! wanted content and rewrites it if they differ, so an edit or a removal by someone else is
 //! undone, and a write that failed is retried; an identical file is left alone. At stop it
 //! makes that same check once more, then ends.
@@ -24,10 +24,13 @@ use rgap_plugin_api::HostHandle;
 use crate::atomic;
 use crate::render::{GroupCopy, Layout, SortScratch};
 
-/// The writer spends at most 1 / (1 + this) of its time rendering, and waits at most
-/// `MAX_RENDER_PAUSE` after a render (a file of 200 000 lines costs about 9 ms). A fleet of
-/// 100 000 joining at once thus costs the writer a third of a percent of a core, not 1 %.
-const RENDER_COST_FACTOR: u32 = 300;
+/// After a render that cost `t` of CPU, the next waits `t * RENDER_COST_FACTOR * (1 + t /
+/// RENDER_COST_KNEE)`, at most `MAX_RENDER_PAUSE`: a file of a few hundred lines (tens of
+/// µs) follows changes within milliseconds, spending at most 1 % of the writer's time, while
+/// one of 100 000 lines (about 5 ms to sort and format) is rewritten about once a second while
+/// a fleet floods in, not ten times (each rewrite also copies megabytes to the disk).
+const RENDER_COST_FACTOR: u32 = 100;
+const RENDER_COST_KNEE: Duration = Duration::from_millis(1);
 const MAX_RENDER_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the delivery thread and the writer share.
@@ -180,9 +183,14 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         match wake {
             Wake::Stop => return,
             Wake::Tick => next_tick = Instant::now() + interval,
-            Wake::Changed => pacer.record(render_cost),
+            Wake::Changed => pacer.record(weighted(render_cost)),
         }
     }
+}
+
+/// A render's cost as the pacer should weigh it: more than its CPU time the larger it is.
+fn weighted(render_cost: Duration) -> Duration {
+    render_cost.mul_f64(1.0 + render_cost.as_secs_f64() / RENDER_COST_KNEE.as_secs_f64())
 }
 
 /// The hosts file and what the writer knows of it.
@@ -260,5 +268,22 @@ impl TargetFile {
                 self.up_to_date = false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_renders_wait_little_and_large_ones_the_longest_pause() {
+        let pause = |cost: Duration| (weighted(cost) * RENDER_COST_FACTOR).min(MAX_RENDER_PAUSE);
+        // A few hundred lines: a pause of about a hundred times the cost, a few milliseconds.
+        assert!(pause(Duration::from_micros(25)) < Duration::from_millis(3));
+        // More than proportional: ten times the cost, more than ten times the pause.
+        let (small, larger) = (Duration::from_micros(200), Duration::from_millis(2));
+        assert!(pause(larger) > pause(small) * 10);
+        // 100 000 lines and more: once a second.
+        assert_eq!(pause(Duration::from_millis(5)), MAX_RENDER_PAUSE);
     }
 }
