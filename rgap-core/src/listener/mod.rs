@@ -123,9 +123,11 @@ impl Listener {
         }
 
         let (table_input, table_output) = crossbeam_channel::bounded(TABLE_QUEUE);
+        let (spares_input, spares_output) = crossbeam_channel::bounded(TABLE_QUEUE);
         let notify_outputs = outputs.clone();
         let table = spawn("group table", move || {
-            run_table(table, table_output, |events| notify_outputs.notify(events));
+            let notify = |events: &[_]| notify_outputs.notify(events);
+            run_table(table, table_output, spares_input, notify);
         })?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -139,6 +141,7 @@ impl Listener {
                 checker: checker.clone(),
                 stats: stats.clone(),
                 table: table_input.clone(),
+                spares: spares_output.clone(),
                 stop: stop.clone(),
             };
             sources.push(spawn(&format!("source {name}"), move || source.run())?);

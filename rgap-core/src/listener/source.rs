@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::addrspec::AddrSpec;
@@ -155,6 +155,8 @@ pub struct Source {
     pub checker: Arc<Checker>,
     pub stats: Arc<ListenerStats>,
     pub table: Sender<TableInput>,
+    /// Emptied batches back from the table, to fill again (see `run_table`).
+    pub spares: Receiver<TableInput>,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -174,7 +176,8 @@ impl Source {
             };
             let now_us = unix_micros(SystemTime::now());
             let mut counts = BatchCounts { received: received as u64, ..BatchCounts::default() };
-            let mut accepted = TableInput::with_capacity(received);
+            let mut accepted = self.spares.try_recv().unwrap_or_default();
+            accepted.reserve(received);
             for index in 0..received {
                 match self.checker.check(batch.datagram(index), now_us) {
                     Ok(announcement) => accepted.push(announcement),

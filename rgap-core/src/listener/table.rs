@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RArc, RVec};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hashbrown::hash_table::{Entry, HashTable};
 use rgap_plugin_api::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::{Event, Member, MemberList};
@@ -338,9 +338,14 @@ pub type TableInput = Vec<Accepted>;
 
 /// The table thread: applies batches, expires members, publishes and notifies `notify`
 /// with the events (possibly none) after each publish. Ends when every source has gone.
+///
+/// Applied batches go back, emptied, to `spares` (when it has room), for sources to fill
+/// again: a batch allocated by a source and freed here would cost a cross-thread free (an
+/// allocator lock) per read.
 pub fn run_table(
     mut table: GroupTable,
     input: Receiver<TableInput>,
+    spares: Sender<TableInput>,
     mut notify: impl FnMut(&[Event]),
 ) {
     table.flush_events(&mut notify);
@@ -356,8 +361,12 @@ pub fn run_table(
                 let now_wall_us = unix_micros(std::time::SystemTime::now());
                 // Take what else is already queued before publishing once for all of it.
                 let queued = input.try_iter().take(BATCHES_PER_CYCLE);
-                for announcement in std::iter::once(batch).chain(queued).flatten() {
-                    table.apply(&announcement, cycle_started, now_wall_us);
+                for mut batch in std::iter::once(batch).chain(queued) {
+                    for announcement in &batch {
+                        table.apply(announcement, cycle_started, now_wall_us);
+                    }
+                    batch.clear();
+                    let _ = spares.try_send(batch);
                 }
                 false
             }
