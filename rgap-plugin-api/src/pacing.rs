@@ -3,6 +3,11 @@
 //! once; work that grows with a fleet (copying or rendering 100 000 members) runs at most a
 //! `1 / (1 + factor)` share of the time, instead of as often as changes arrive.
 //!
+//! With a knee, costly work is weighed more than its cost: `t × (1 + t / knee)`. A run that
+//! costs tens of microseconds then waits about `factor` times that, so small changes still
+//! follow each other within milliseconds, while one that costs milliseconds (and copies
+//! megabytes downstream) waits several times longer, up to the cap.
+//!
 //! The cost is the calling thread's CPU time, not wall time, so a thread that was merely
 //! preempted does not mistake the wait for cost and pause for long.
 
@@ -13,13 +18,19 @@ use std::time::{Duration, Instant};
 pub struct CostPacer {
     factor: u32,
     max_pause: Duration,
+    knee: Option<Duration>,
     next_at: Instant,
 }
 
 impl CostPacer {
     /// A pacer allowing work at once, then `factor` times its cost later, at most `max_pause`.
     pub fn new(factor: u32, max_pause: Duration) -> CostPacer {
-        CostPacer { factor, max_pause, next_at: Instant::now() }
+        CostPacer { factor, max_pause, knee: None, next_at: Instant::now() }
+    }
+
+    /// The same, weighing a run's cost `t` as `t × (1 + t / knee)`.
+    pub fn with_knee(self, knee: Duration) -> CostPacer {
+        CostPacer { knee: Some(knee).filter(|knee| !knee.is_zero()), ..self }
     }
 
     /// The earliest start of the next run.
@@ -34,7 +45,13 @@ impl CostPacer {
 
     /// Records a run that cost `cost` of CPU and has just finished.
     pub fn record(&mut self, cost: Duration) {
-        self.next_at = Instant::now() + (cost * self.factor).min(self.max_pause);
+        self.next_at = Instant::now() + self.pause_after(cost);
+    }
+
+    /// How long the next run waits after one that cost `cost`.
+    pub fn pause_after(&self, cost: Duration) -> Duration {
+        let weight = self.knee.map_or(1.0, |knee| 1.0 + cost.as_secs_f64() / knee.as_secs_f64());
+        cost.mul_f64(weight).saturating_mul(self.factor).min(self.max_pause)
     }
 }
 
@@ -67,6 +84,20 @@ mod tests {
         assert!(!pacer.is_ready(before));
         pacer.record(Duration::from_secs(1));
         assert!(pacer.next_at() <= Instant::now() + Duration::from_millis(50), "capped");
+    }
+
+    #[test]
+    fn with_a_knee_costly_runs_wait_more_than_proportionally() {
+        let ms = Duration::from_millis(1);
+        let pacer = CostPacer::new(100, Duration::from_secs(1)).with_knee(ms);
+        // Far below the knee: about the plain pause (25 µs × 100 = 2.5 ms, plus 2.5 %).
+        let small = pacer.pause_after(Duration::from_micros(25));
+        assert!(small > Duration::from_micros(2_500) && small < Duration::from_micros(2_600));
+        // At the knee, twice the plain pause; ten times the cost, more than ten times the pause.
+        assert_eq!(pacer.pause_after(ms), 200 * ms);
+        assert!(pacer.pause_after(2 * ms) > pacer.pause_after(ms / 5) * 10);
+        // Capped.
+        assert_eq!(pacer.pause_after(5 * ms), Duration::from_secs(1));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::atomic;
 use crate::render::{GroupCopy, Layout, SortScratch};
 
 /// After a render that cost `t` of CPU, the next waits `t * RENDER_COST_FACTOR * (1 + t /
-/// RENDER_COST_KNEE)`, at most `MAX_RENDER_PAUSE`: a file of a few hundred lines (tens of
+/// RENDER_COST_KNEE)`, at most `MAX_RENDER_PAUSE` (see `CostPacer::with_knee`): a file of a few hundred lines (tens of
 /// µs) follows changes within milliseconds, spending at most 1 % of the writer's time, while
 /// one of 100 000 lines (about 5 ms to sort and format) is rewritten about once a second while
 /// a fleet floods in, not ten times (each rewrite also copies megabytes to the disk).
@@ -124,7 +124,8 @@ enum Wake {
 
 fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared: &Shared) {
     let mut next_tick = Instant::now() + interval;
-    let mut pacer = CostPacer::new(RENDER_COST_FACTOR, MAX_RENDER_PAUSE);
+    let mut pacer =
+        CostPacer::new(RENDER_COST_FACTOR, MAX_RENDER_PAUSE).with_knee(RENDER_COST_KNEE);
     // What the file should hold (`None` until there is something to write), and the buffers
     // the next render goes into: kept from render to render, so that a file of 200 000 lines
     // costs no fresh megabytes (and their page faults) each time.
@@ -183,14 +184,9 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
         match wake {
             Wake::Stop => return,
             Wake::Tick => next_tick = Instant::now() + interval,
-            Wake::Changed => pacer.record(weighted(render_cost)),
+            Wake::Changed => pacer.record(render_cost),
         }
     }
-}
-
-/// A render's cost as the pacer should weigh it: more than its CPU time the larger it is.
-fn weighted(render_cost: Duration) -> Duration {
-    render_cost.mul_f64(1.0 + render_cost.as_secs_f64() / RENDER_COST_KNEE.as_secs_f64())
 }
 
 /// The hosts file and what the writer knows of it.
@@ -268,22 +264,5 @@ impl TargetFile {
                 self.up_to_date = false;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_renders_wait_little_and_large_ones_the_longest_pause() {
-        let pause = |cost: Duration| (weighted(cost) * RENDER_COST_FACTOR).min(MAX_RENDER_PAUSE);
-        // A few hundred lines: a pause of about a hundred times the cost, a few milliseconds.
-        assert!(pause(Duration::from_micros(25)) < Duration::from_millis(3));
-        // More than proportional: ten times the cost, more than ten times the pause.
-        let (small, larger) = (Duration::from_micros(200), Duration::from_millis(2));
-        assert!(pause(larger) > pause(small) * 10);
-        // 100 000 lines and more: once a second.
-        assert_eq!(pause(Duration::from_millis(5)), MAX_RENDER_PAUSE);
     }
 }

@@ -34,11 +34,12 @@ pub const REFRESH_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 const BATCHES_PER_CYCLE: usize = 256;
 
 /// Publishing is paced by its own CPU cost (see `rgap_plugin_api::pacing`): after a publish
-/// that cost `t`, the next waits `t * PUBLISH_COST_FACTOR`, at most `MAX_PUBLISH_PAUSE`. Small
-/// groups (microseconds to publish) are published at once; a group of 100 000 members is not
-/// copied thousands of times a second while a fleet starts: publishing takes at most a third
-/// of a percent of the table's time, and a big group is at most `MAX_PUBLISH_PAUSE` stale.
-const PUBLISH_COST_FACTOR: u32 = 300;
+/// that cost `t`, the next waits `t * PUBLISH_COST_FACTOR * (1 + t / PUBLISH_COST_KNEE)`, at
+/// most `MAX_PUBLISH_PAUSE`. Small groups (microseconds to publish) are published at once
+/// and follow each other within a millisecond; a group of 100 000 members (half a millisecond
+/// to copy) is not copied thousands of times a second while a fleet starts, but a few times.
+const PUBLISH_COST_FACTOR: u32 = 100;
+const PUBLISH_COST_KNEE: Duration = Duration::from_micros(250);
 const MAX_PUBLISH_PAUSE: Duration = Duration::from_millis(250);
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
@@ -173,7 +174,8 @@ impl GroupTable {
             events: Vec::new(),
             membership_changed: true,
             refreshed_since: None,
-            publish_pacer: CostPacer::new(PUBLISH_COST_FACTOR, MAX_PUBLISH_PAUSE),
+            publish_pacer: CostPacer::new(PUBLISH_COST_FACTOR, MAX_PUBLISH_PAUSE)
+                .with_knee(PUBLISH_COST_KNEE),
             view,
         };
         table.mark_ready(start);
