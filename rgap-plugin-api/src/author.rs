@@ -401,4 +401,43 @@ mod tests {
         // The boundary flag is restored, so later panics elsewhere are not misattributed.
         assert!(!IN_BOUNDARY.with(Cell::get));
     }
+
+    /// Counts the events that reach it, and fails each so the caller can tell.
+    struct Counting<const WANTS: bool> {
+        events: usize,
+    }
+
+    impl<const WANTS: bool> OutputPlugin for Counting<WANTS> {
+        const KIND: &'static str = "counting";
+        const DESCRIPTION: &'static str = "counts events";
+        const WANTS_EVENTS: bool = WANTS;
+        type Spec = ();
+
+        fn create(_spec: (), _host: HostHandle) -> Result<Self, BoxError> {
+            Ok(Counting { events: 0 })
+        }
+
+        fn on_event(&mut self, _event: &Event) -> Result<(), BoxError> {
+            self.events += 1;
+            Err("entered".into())
+        }
+    }
+
+    fn deliver<const WANTS: bool>() -> (RResult<(), PluginError>, usize) {
+        use crate::abi::Output;
+        let plugin = Counting::<WANTS> { events: 0 };
+        let mut adapter = Adapter { plugin: Some(plugin), dispatch: tracing::Dispatch::none() };
+        let result = adapter.on_event(&Event::Ready { group: 1 });
+        (result, adapter.plugin.as_ref().map_or(0, |plugin| plugin.events))
+    }
+
+    #[test]
+    fn events_reach_only_plugins_that_want_them() {
+        let (result, seen) = deliver::<true>();
+        assert_eq!(seen, 1);
+        assert!(result.into_result().unwrap_err().message.as_str().contains("entered"));
+        let (result, seen) = deliver::<false>();
+        assert_eq!(seen, 0);
+        assert!(result.is_ok());
+    }
 }
