@@ -40,10 +40,12 @@ const PUBLISH_COST_FACTOR: u32 = 100;
 const PUBLISH_COST_KNEE: Duration = Duration::from_micros(250);
 const MAX_PUBLISH_PAUSE: Duration = Duration::from_millis(250);
 
-/// After sweeping a group for expired members in `t`, the next sweep of that group waits
-/// `t * SWEEP_COST_FACTOR`: 20 ms for 200 000 members, a few µs for a hundred. A member
-/// thus leaves at its deadline, or that much later while many of a large group leave.
-const SWEEP_COST_FACTOR: u64 = 100;
+/// After sweeping a group for expired members at a CPU cost of `t`, the next sweep of that
+/// group waits `t * SWEEP_COST_FACTOR` (a `CostPacer`), at most `MAX_SWEEP_PAUSE`: 20 ms for
+/// 200 000 members, a few µs for a hundred. A member thus leaves at its deadline, or that
+/// much later while many of a large group leave.
+const SWEEP_COST_FACTOR: u32 = 100;
+const MAX_SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
 /// sources hand over announcements without waking a thread for each one.
@@ -61,10 +63,9 @@ struct Group {
     /// No deadline in `deadlines` is earlier (`u64::MAX` when empty). Exact after a sweep;
     /// joins may lower it, refreshes leave it (still a bound, as they only move deadlines later).
     earliest: u64,
-    /// No sweep for expired members before this (µs since the epoch): sweeps are paced by
-    /// their cost, like publishing, so a large group whose members leave one by one is not
-    /// scanned whole every millisecond.
-    next_sweep: u64,
+    /// Sweeps for expired members are paced by their cost, like publishing, so that a large
+    /// group whose members leave one by one is not scanned whole every millisecond.
+    sweep_pacer: CostPacer,
     /// Position in `members` of each member, found by its address: the table holds only
     /// positions (4 bytes a slot), the addresses stay in `members`. With 200 000 members
     /// that is 1 MiB instead of 6, which a join touches at random and growth copies whole.
@@ -121,7 +122,7 @@ impl Group {
     /// `index`), sets `earliest` to the exact earliest of the others, and paces the next
     /// sweep by this one's cost.
     fn sweep(&mut self, index: u32, now: u64, due: &mut Vec<(u64, u32, [u8; 16])>) {
-        let started = Instant::now();
+        let started = thread_cpu_time();
         let mut earliest = u64::MAX;
         for (member, &deadline) in self.members.iter().zip(&self.deadlines) {
             if deadline <= now {
@@ -131,8 +132,7 @@ impl Group {
             }
         }
         self.earliest = earliest;
-        let cost = started.elapsed().as_micros() as u64;
-        self.next_sweep = now.saturating_add(cost.saturating_mul(SWEEP_COST_FACTOR));
+        self.sweep_pacer.record(thread_cpu_time().saturating_sub(started));
     }
 
     /// Replaces `published` with a copy of `members`, in a retired list's memory if no
@@ -187,7 +187,7 @@ impl GroupTable {
                 members: Vec::new(),
                 deadlines: Vec::new(),
                 earliest: u64::MAX,
-                next_sweep: 0,
+                sweep_pacer: CostPacer::new(SWEEP_COST_FACTOR, MAX_SWEEP_PAUSE),
                 positions: HashTable::new(),
                 stale: false,
                 revision: 0,
@@ -268,11 +268,11 @@ impl GroupTable {
     /// Deadlines are not kept in a queue of their own (a heap push per join was a fifth of
     /// the table's time while 200 000 members joined): a group whose earliest deadline has
     /// passed is swept, its contiguous `deadlines` read in one pass.
-    pub fn expire(&mut self, now: Instant) {
-        let now = self.ticks(now);
+    pub fn expire(&mut self, at: Instant) {
+        let now = self.ticks(at);
         let mut due = std::mem::take(&mut self.due);
         for (index, group) in self.groups.iter_mut().enumerate() {
-            if group.earliest <= now && group.next_sweep <= now {
+            if group.earliest <= now && group.sweep_pacer.is_ready(at) {
                 group.sweep(index as u32, now, &mut due);
             }
         }
@@ -307,9 +307,12 @@ impl GroupTable {
 
     /// When the table next has work of its own to do (an expiry, a readiness, a publish).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let sweep = |group: &Group| group.earliest.max(group.next_sweep);
-        let expiry = self.groups.iter().map(sweep).min().filter(|&at| at != u64::MAX);
-        let expiry = expiry.map(|at| self.epoch + Duration::from_micros(at));
+        let sweep = |group: &Group| {
+            let earliest = (group.earliest != u64::MAX).then_some(group.earliest)?;
+            let due = self.epoch + Duration::from_micros(earliest);
+            Some(due.max(group.sweep_pacer.next_at()))
+        };
+        let expiry = self.groups.iter().filter_map(sweep).min();
         let readiness = self.groups.iter().filter(|g| !g.ready).map(|g| g.ready_at).min();
         let publish = if self.membership_changed {
             Some(self.publish_pacer.next_at())
