@@ -453,6 +453,15 @@ mod tests {
         Accepted { group_index: 0, address, expires_at_us }
     }
 
+    /// A table of one group with no readiness delay, its `Ready` event already taken.
+    fn one_ready_group() -> (Instant, SharedView, GroupTable) {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view.clone());
+        assert_eq!(table.take_events(), vec![Event::Ready { group: GROUP }]);
+        (start, view, table)
+    }
+
     fn members_of(view: &SharedView) -> Vec<Member> {
         view.load().groups[0].members.to_vec()
     }
@@ -474,10 +483,7 @@ mod tests {
 
     #[test]
     fn member_leaves_at_its_latest_deadline() {
-        let start = Instant::now();
-        let view = shared_view(GroupsView::default());
-        let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view);
-        table.take_events();
+        let (start, _view, mut table) = one_ready_group();
         table.apply(&announce(1, 1_000_000), start, 0);
         table.apply(&announce(1, 3_000_000), start, 0);
         table.take_events();
@@ -491,19 +497,16 @@ mod tests {
 
     #[test]
     fn members_leaving_just_after_a_sweep_leave_at_the_next_wakeup() {
-        let start = Instant::now();
-        let view = shared_view(GroupsView::default());
-        let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view);
-        table.take_events();
+        let (start, _view, mut table) = one_ready_group();
         table.apply(&announce(1, 1_000_000), start, 0);
         table.apply(&announce(2, 1_000_001), start, 0);
         table.take_events();
         table.expire(start + Duration::from_secs(1));
         let events = table.take_events();
         assert!(matches!(events.as_slice(), [Event::Leave { .. }]), "{events:?}");
-        table.publish(); // nothing else to wake for
-                         // The second is due 1 µs later; the sweep that found the first may pace the next, but
-                         // the table must then wake for it, not forget it.
+        // Nothing else to wake for once published. The second is due 1 µs later; the sweep
+        // that found the first may pace the next, but the table must then wake for it.
+        table.publish();
         let wakeup = table.next_wakeup().expect("a member is left to expire");
         assert!(wakeup >= start + Duration::from_micros(1_000_001));
         table.expire(wakeup);
@@ -576,10 +579,7 @@ mod tests {
             steps in proptest::collection::vec((0u8..40, 1i64..40, proptest::bool::ANY), 1..300)
         ) {
             use std::collections::BTreeMap;
-            let start = Instant::now();
-            let view = shared_view(GroupsView::default());
-            let mut table = GroupTable::new(&[group_config(Duration::ZERO)], start, view.clone());
-            table.take_events();
+            let (start, view, mut table) = one_ready_group();
             let mut model: BTreeMap<u8, i64> = BTreeMap::new();
             let (mut joins, mut leaves) = (0usize, 0usize);
             let mut now_s = 0i64;
