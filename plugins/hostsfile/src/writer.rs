@@ -227,9 +227,9 @@ impl TargetFile {
             self.up_to_date = true;
             return;
         }
-        // Our last write succeeded and is not what is there now: someone else edited or
-        // removed the file. (A failed write is simply retried.)
-        if self.up_to_date && !self.failing {
+        // The file held what we wanted and no longer does: someone else edited or removed
+        // it. (After a failed write `up_to_date` is false: that write is simply retried.)
+        if self.up_to_date {
             tracing::info!(
                 "{} was changed or removed by someone else; rewriting it",
                 self.path.display()
