@@ -7,15 +7,17 @@
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RArc, RBox, RResult, RSlice, RStr};
+use abi_stable::std_types::{RArc, RBox, RResult, RSlice, RStr, RString, RVec, Tuple2};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 
-use crate::types::{Event, GroupSnapshot, HostStats, LogLevel, PluginError};
+use crate::metrics::{MetricDesc, MetricFamilyBox};
+use crate::types::{Event, GroupSnapshot, HostStats, LogLevel, Member, PluginError};
 
 /// What every plugin file exports: who it is and how to make an instance.
 ///
-/// Fields may only be appended after `create` (as new, optional prefix fields), so that an
-/// older host can still load a newer plugin.
+/// `create` was the last field of 0.1.0. Fields may only be appended after it, and each
+/// appended one is optional: a plugin built against an older 0.1.x lacks it, and the host
+/// reads it as `None` (see the compatibility promise in the crate documentation).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = OutputModule_Ref)))]
@@ -31,6 +33,14 @@ pub struct OutputModule {
     #[sabi(last_prefix_field)]
     pub create:
         extern "C" fn(spec_yaml: RStr<'_>, host: HostBox) -> RResult<OutputBox, PluginError>,
+    /// Since 0.1.1. Checks a spec as `create` would, with no side effect: binds nothing,
+    /// writes nothing, starts no thread. `rgap validate` and reloads use it.
+    #[sabi(missing_field(option))]
+    pub validate: extern "C" fn(spec_yaml: RStr<'_>, host: HostBox) -> RResult<(), PluginError>,
+    /// Since 0.1.1. Whether the plugin uses per-member events; when false the host makes no
+    /// `on_event` call at all (snapshots carry everything). Absent means true.
+    #[sabi(missing_field(option))]
+    pub wants_events: bool,
 }
 
 impl RootModule for OutputModule_Ref {
@@ -78,6 +88,28 @@ pub trait Host: Send + Sync + Clone {
     /// Listener counters at this moment.
     #[sabi(last_prefix_field)]
     fn stats(&self) -> HostStats;
+
+    /// Since 0.1.1. The directory of the listener's config file, against which relative
+    /// paths in a spec are resolved; empty if the host does not say (an older host).
+    fn config_dir(&self) -> RStr<'_> {
+        RStr::from_str("")
+    }
+
+    /// Since 0.1.1. Registers a metric family of this instance; an older host answers with
+    /// an error, and the author kit then hands out values nobody reads.
+    fn register_metric(&self, desc: MetricDesc<'_>) -> RResult<MetricFamilyBox, PluginError> {
+        let _ = desc;
+        RResult::RErr(PluginError::failed("this rgap does not take plugin metrics"))
+    }
+
+    /// Since 0.1.1. Facts about one member beyond its address and expiry, as `key`/`value`
+    /// text pairs (empty when the host has none). This is the path for per-member data:
+    /// new facts become new keys, never new fields in [`crate::Member`], so adding one
+    /// never refuses a plugin already shipped.
+    fn member_attributes(&self, group: u64, member: &Member) -> RVec<Tuple2<RString, RString>> {
+        let _ = (group, member);
+        RVec::new()
+    }
 }
 
 /// A host handle as plugins receive it; cheap to clone and to send to other threads.

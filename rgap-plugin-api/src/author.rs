@@ -8,13 +8,18 @@ use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use serde::de::DeserializeOwned;
 
 use crate::abi::{HostBox, OutputBox, Output_TO};
 use crate::log_bridge;
-use crate::types::{Event, GroupSnapshot, HostStats, LogLevel, PluginError};
+use crate::metrics::{Counter, Gauge, MetricDesc, MetricFamilyBox, MetricKind, MetricValue};
+use crate::types::{Event, GroupSnapshot, HostStats, LogLevel, Member, PluginError};
 
 /// The error type plugin methods return; any error converts into it with `?`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -36,6 +41,15 @@ pub trait OutputPlugin: Sized + Send + 'static {
 
     /// Builds an instance; an error here stops rgap at start with the message shown.
     fn create(spec: Self::Spec, host: HostHandle) -> Result<Self, BoxError>;
+
+    /// Checks a decoded spec as `create` would, with no side effect: bind nothing, write
+    /// nothing, start no thread (`rgap validate` runs it while the listener holds the ports,
+    /// and a reload runs it before anything changes). Decoding the spec (unknown keys,
+    /// types) has already happened; the default accepts every spec that decodes. Whatever
+    /// `create` can reject without touching the world belongs here too.
+    fn validate(_spec: &Self::Spec, _host: &HostHandle) -> Result<(), BoxError> {
+        Ok(())
+    }
 
     /// Whether this plugin uses [`OutputPlugin::on_event`]. One that works from snapshots
     /// alone sets it to `false`: the host's per-event calls are then answered without
@@ -93,6 +107,99 @@ impl HostHandle {
     pub fn log(&self, level: LogLevel, message: &str) {
         self.host.log(level, RStr::from_str("plugin"), RStr::from_str(message));
     }
+
+    /// The directory of the listener's config file, if the host says (hosts before 0.1.1
+    /// do not).
+    pub fn config_dir(&self) -> Option<PathBuf> {
+        let dir = self.host.config_dir();
+        (!dir.is_empty()).then(|| PathBuf::from(dir.as_str()))
+    }
+
+    /// `path` as the operator meant it: a relative path in a spec is relative to the config
+    /// file's directory (or, if the host does not say, to the working directory).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match self.config_dir() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// Extra facts the host knows about one member (see [`crate::Host::member_attributes`]).
+    pub fn member_attributes(&self, group: u64, member: &Member) -> Vec<(String, String)> {
+        self.host
+            .member_attributes(group, member)
+            .into_iter()
+            .map(|pair| (pair.0.into_string(), pair.1.into_string()))
+            .collect()
+    }
+
+    /// Registers a counter family, exposed as `rgap_plugin_<kind>_<name>`; `name` should end
+    /// in `_total`. A family the host refuses (bad name, an older host) is logged once and
+    /// its counters still work, unread, so metrics never stop a plugin.
+    pub fn counter(&self, name: &str, help: &str, label_names: &[&str]) -> CounterFamily {
+        CounterFamily { family: self.register(name, help, MetricKind::COUNTER, label_names) }
+    }
+
+    /// Registers a gauge family, exposed as `rgap_plugin_<kind>_<name>`.
+    pub fn gauge(&self, name: &str, help: &str, label_names: &[&str]) -> GaugeFamily {
+        GaugeFamily { family: self.register(name, help, MetricKind::GAUGE, label_names) }
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        help: &str,
+        kind: MetricKind,
+        label_names: &[&str],
+    ) -> Option<MetricFamilyBox> {
+        let labels: Vec<RStr<'_>> = label_names.iter().map(|label| RStr::from_str(label)).collect();
+        let desc = MetricDesc {
+            name: RStr::from_str(name),
+            help: RStr::from_str(help),
+            kind,
+            label_names: RSlice::from_slice(&labels),
+        };
+        match self.host.register_metric(desc) {
+            RResult::ROk(family) => Some(family),
+            RResult::RErr(error) => {
+                self.in_scope(|| tracing::debug!("metric {name} is not exposed: {error}"));
+                None
+            }
+        }
+    }
+}
+
+/// A counter family registered through [`HostHandle::counter`].
+#[derive(Clone)]
+pub struct CounterFamily {
+    family: Option<MetricFamilyBox>,
+}
+
+impl CounterFamily {
+    /// The counter for these label values (one per label name, in order). Call once per
+    /// combination, up front, and keep it: updating it is then one atomic add.
+    pub fn with_labels(&self, label_values: &[&str]) -> Counter {
+        value_for(&self.family, label_values).map_or_else(Counter::detached, Counter::new)
+    }
+}
+
+/// A gauge family registered through [`HostHandle::gauge`].
+#[derive(Clone)]
+pub struct GaugeFamily {
+    family: Option<MetricFamilyBox>,
+}
+
+impl GaugeFamily {
+    /// The gauge for these label values (one per label name, in order).
+    pub fn with_labels(&self, label_values: &[&str]) -> Gauge {
+        value_for(&self.family, label_values).map_or_else(Gauge::detached, Gauge::new)
+    }
+}
+
+fn value_for(family: &Option<MetricFamilyBox>, label_values: &[&str]) -> Option<MetricValue> {
+    let family = family.as_ref()?;
+    let values: Vec<RStr<'_>> = label_values.iter().map(|value| RStr::from_str(value)).collect();
+    family.with_labels(RSlice::from_slice(&values)).into_result().ok()
 }
 
 thread_local! {
@@ -104,21 +211,99 @@ thread_local! {
 
 /// Installs this plugin's panic hook (a cdylib has its own std, so its own hook): it records
 /// the message with its location for the boundary to report, and logs panics on the
-/// plugin's own threads, which no boundary catches.
+/// plugin's own threads, which no boundary catches, at a bounded rate: a panic that input
+/// can trigger must not flood the log.
 fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        // With the testkit, the plugin shares the test's process: a failing assertion must
+        // still be reported the usual way.
+        #[cfg(feature = "testkit")]
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
             let message = format!("{} at {}", payload_text(info.payload()), location_text(info));
             if IN_BOUNDARY.with(Cell::get) {
                 LAST_PANIC.with(|last| *last.borrow_mut() = Some(message));
-            } else {
-                let thread = std::thread::current();
-                let name = thread.name().unwrap_or("unnamed");
-                tracing::error!("plugin thread {name} panicked: {message}");
+                return;
+            }
+            #[cfg(feature = "testkit")]
+            previous(info);
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("unnamed");
+            match THREAD_PANIC_LOG.admit(unix_seconds()) {
+                Admit::Log { suppressed } => {
+                    if suppressed > 0 {
+                        tracing::error!(
+                            "{suppressed} more panic(s) on plugin threads were not logged in the \
+                             last {}s",
+                            PANIC_LOG_WINDOW_SECS
+                        );
+                    }
+                    tracing::error!("plugin thread {name} panicked: {message}");
+                }
+                Admit::Suppress => {}
             }
         }));
     });
+}
+
+/// Panics on plugin threads logged per window; the rest are counted and reported as one
+/// line when the next window opens.
+const PANIC_LOGS_PER_WINDOW: u64 = 10;
+const PANIC_LOG_WINDOW_SECS: u64 = 60;
+
+static THREAD_PANIC_LOG: RateLimit = RateLimit::new(PANIC_LOGS_PER_WINDOW, PANIC_LOG_WINDOW_SECS);
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Whether one more line may be logged now.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Log it, after saying how many were held back since the last line.
+    Log { suppressed: u64 },
+    Suppress,
+}
+
+/// At most `per_window` lines per `window_secs`, lock-free (a panic hook may run on any
+/// thread, even while another panics).
+struct RateLimit {
+    per_window: u64,
+    window_secs: u64,
+    window_start: AtomicU64,
+    logged: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    const fn new(per_window: u64, window_secs: u64) -> Self {
+        RateLimit {
+            per_window,
+            window_secs,
+            window_start: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self, now_secs: u64) -> Admit {
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now_secs >= start + self.window_secs
+            && self
+                .window_start
+                .compare_exchange(start, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.logged.store(0, Ordering::Relaxed);
+        }
+        if self.logged.fetch_add(1, Ordering::Relaxed) < self.per_window {
+            Admit::Log { suppressed: self.suppressed.swap(0, Ordering::Relaxed) }
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            Admit::Suppress
+        }
+    }
 }
 
 fn location_text(info: &std::panic::PanicHookInfo<'_>) -> String {
@@ -236,6 +421,54 @@ pub fn create_entry<P: OutputPlugin>(
     }
 }
 
+/// Checks a spec without side effects: the `validate` entry point, instantiated inside each
+/// plugin by `export_output!`, guarded like `create`.
+#[doc(hidden)]
+pub fn validate_entry<P: OutputPlugin>(
+    spec_yaml: RStr<'_>,
+    host: HostBox,
+) -> RResult<(), PluginError> {
+    let spec_text = spec_yaml.as_str();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        install_panic_hook();
+        let handle = HostHandle::new(host);
+        let dispatch = handle.dispatch.clone();
+        guarded(&dispatch, || {
+            let spec = decode_spec::<P::Spec>(spec_text)?;
+            P::validate(&spec, &handle)
+        })
+    }));
+    match outcome {
+        Ok(result) => result.into(),
+        Err(payload) => {
+            let message = payload_text(&*payload);
+            drop_payload(payload);
+            RResult::RErr(PluginError::panicked(message))
+        }
+    }
+}
+
+/// How many calls of each kind entered this plugin file from the host. For tests (the
+/// testkit fixture reports them), so they can prove what crossed the boundary.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BoundaryCalls {
+    pub events: u64,
+    pub snapshots: u64,
+}
+
+static EVENT_CALLS: AtomicU64 = AtomicU64::new(0);
+static SNAPSHOT_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The calls counted so far in this plugin file.
+#[doc(hidden)]
+pub fn boundary_calls() -> BoundaryCalls {
+    BoundaryCalls {
+        events: EVENT_CALLS.load(Ordering::Relaxed),
+        snapshots: SNAPSHOT_CALLS.load(Ordering::Relaxed),
+    }
+}
+
 /// Wraps a plugin so that every call from the host is guarded, its drop included.
 struct Adapter<P: OutputPlugin> {
     plugin: Option<P>,
@@ -253,6 +486,8 @@ impl<P: OutputPlugin> Adapter<P> {
 
 impl<P: OutputPlugin> crate::abi::Output for Adapter<P> {
     fn on_event(&mut self, event: &Event) -> RResult<(), PluginError> {
+        EVENT_CALLS.fetch_add(1, Ordering::Relaxed);
+        // Hosts since 0.1.1 make no such call when `wants_events` is false; older ones do.
         if !P::WANTS_EVENTS {
             return RResult::ROk(());
         }
@@ -260,6 +495,7 @@ impl<P: OutputPlugin> crate::abi::Output for Adapter<P> {
     }
 
     fn on_snapshot(&mut self, groups: RSlice<'_, GroupSnapshot<'_>>) -> RResult<(), PluginError> {
+        SNAPSHOT_CALLS.fetch_add(1, Ordering::Relaxed);
         self.call(|plugin| plugin.on_snapshot(groups.as_slice()))
     }
 
@@ -429,6 +665,19 @@ mod tests {
         let mut adapter = Adapter { plugin: Some(plugin), dispatch: tracing::Dispatch::none() };
         let result = adapter.on_event(&Event::Ready { group: 1 });
         (result, adapter.plugin.as_ref().map_or(0, |plugin| plugin.events))
+    }
+
+    #[test]
+    fn thread_panics_are_logged_at_a_bounded_rate_and_the_rest_counted() {
+        let limit = RateLimit::new(3, 60);
+        let admitted: Vec<Admit> = (0..5).map(|_| limit.admit(1000)).collect();
+        assert_eq!(admitted[..3], [Admit::Log { suppressed: 0 }, Admit::Log { suppressed: 0 }, Admit::Log { suppressed: 0 }]);
+        assert_eq!(admitted[3..], [Admit::Suppress, Admit::Suppress]);
+        // Still the same window: held back.
+        assert_eq!(limit.admit(1059), Admit::Suppress);
+        // The next window logs again, first saying how many were held back.
+        assert_eq!(limit.admit(1060), Admit::Log { suppressed: 3 });
+        assert_eq!(limit.admit(1060), Admit::Log { suppressed: 0 });
     }
 
     #[test]

@@ -91,13 +91,21 @@ mod abi;
 mod author;
 pub mod duration;
 mod log_bridge;
-pub mod pacing;
+mod metrics;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod types;
 
 pub use abi::{
     Host, HostBox, Host_TO, Output, OutputBox, OutputModule, OutputModule_Ref, Output_TO,
 };
 pub use author::{decode_spec, BoxError, HostHandle, OutputPlugin};
+pub use author::{CounterFamily, GaugeFamily};
+pub use metrics::{
+    is_valid_metric_name, Counter, FamilySample, Gauge, MetricDesc, MetricFamily,
+    MetricFamilyBox, MetricFamily_TO, MetricKind, MetricRegistry, MetricValue,
+    MAX_LABEL_SETS_PER_FAMILY,
+};
 pub use types::{
     ErrorKind, Event, GroupSnapshot, HostStats, LogLevel, Member, MemberList, PluginError,
 };
@@ -113,7 +121,7 @@ pub fn plugin_file_name(kind: &str) -> String {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::author::create_entry;
+    pub use crate::author::{boundary_calls, create_entry, validate_entry, BoundaryCalls};
 }
 
 /// Exports an [`OutputPlugin`] implementation as this library's rgap root module.
@@ -130,6 +138,12 @@ macro_rules! export_output {
             ) -> ::abi_stable::std_types::RResult<$crate::OutputBox, $crate::PluginError> {
                 $crate::__private::create_entry::<$plugin>(spec_yaml, host)
             }
+            extern "C" fn validate(
+                spec_yaml: ::abi_stable::std_types::RStr<'_>,
+                host: $crate::HostBox,
+            ) -> ::abi_stable::std_types::RResult<(), $crate::PluginError> {
+                $crate::__private::validate_entry::<$plugin>(spec_yaml, host)
+            }
             use ::abi_stable::prefix_type::PrefixTypeTrait as _;
             $crate::OutputModule {
                 kind: ::abi_stable::std_types::RStr::from_str(
@@ -140,6 +154,8 @@ macro_rules! export_output {
                     <$plugin as $crate::OutputPlugin>::DESCRIPTION,
                 ),
                 create,
+                validate,
+                wants_events: <$plugin as $crate::OutputPlugin>::WANTS_EVENTS,
             }
             .leak_into_prefix()
         }

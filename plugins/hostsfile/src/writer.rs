@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rgap_plugin_api::pacing::{thread_cpu_time, CostPacer};
+use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::HostHandle;
 
 use crate::atomic;

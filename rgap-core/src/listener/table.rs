@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use abi_stable::std_types::{RArc, RVec};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hashbrown::hash_table::{Entry, HashTable};
-use rgap_plugin_api::pacing::{thread_cpu_time, CostPacer};
+use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::{Event, Member, MemberList};
 use rustc_hash::FxBuildHasher;
 
@@ -31,7 +31,7 @@ pub const REFRESH_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// At most this many batches are applied before changes are published, to bound latency.
 const BATCHES_PER_CYCLE: usize = 256;
 
-/// Publishing is paced by its own CPU cost (see `rgap_plugin_api::pacing`): after a publish
+/// Publishing is paced by its own CPU cost (see `rgap_plugin_kit::pacing`): after a publish
 /// that cost `t`, the next waits `t * PUBLISH_COST_FACTOR * (1 + t / PUBLISH_COST_KNEE)`, at
 /// most `MAX_PUBLISH_PAUSE`. Small groups (microseconds to publish) are published at once
 /// and follow each other within a millisecond; a group of 100 000 members (half a millisecond
