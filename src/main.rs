@@ -35,6 +35,8 @@ enum Command {
     Genpsk,
     /// List the output plugins found, with their versions, and why any fail to load
     Plugins(PluginsArgs),
+    /// Check a listener configuration as `rgap listener` would, without binding or writing
+    Validate(ValidateArgs),
     /// Print the rgap version and the plugin API version
     Version,
 }
@@ -62,6 +64,13 @@ struct AgentArgs {
 
 #[derive(clap::Args)]
 struct ListenerArgs {
+    /// Listener configuration (YAML)
+    #[arg(short, long, default_value = "rgap.yaml")]
+    config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
     /// Listener configuration (YAML)
     #[arg(short, long, default_value = "rgap.yaml")]
     config: PathBuf,
@@ -119,6 +128,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let dirs = rgap_core::plugin_host::search_dirs(&config_dirs);
             print_out(|out| rgap_core::plugin_host::write_listing_for(out, &dirs))
+        }
+        Command::Validate(args) => {
+            let validated = rgap_core::validate::validate_config(&args.config).map_err(line)?;
+            for output in &validated.unchecked {
+                tracing::warn!(
+                    "output {output}: spec not checked: its plugin predates the validate entry \
+                     point (rebuild it against rgap-plugin-api {} to have specs checked)",
+                    rgap_plugin_api::API_VERSION
+                );
+            }
+            print_out(|out| {
+                writeln!(
+                    out,
+                    "ok: {}: {} group(s), {} output(s)",
+                    args.config.display(),
+                    validated.groups,
+                    validated.outputs
+                )
+            })
         }
         Command::Version => print_out(|out| {
             writeln!(

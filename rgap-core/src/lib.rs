@@ -12,3 +12,4 @@ pub mod listener;
 pub mod plugin_host;
 pub mod protocol;
 pub mod psk;
+pub mod validate;

@@ -89,6 +89,7 @@
 
 mod abi;
 mod author;
+pub mod compat;
 pub mod duration;
 mod log_bridge;
 mod metrics;

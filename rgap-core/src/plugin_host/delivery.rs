@@ -10,9 +10,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{RResult, RStr};
-use rgap_plugin_api::{ErrorKind, Event, HostBox, OutputBox, PluginError};
+use abi_stable::std_types::RResult;
+use rgap_plugin_api::{ErrorKind, Event, MetricRegistry, OutputBox, PluginError};
 
+use super::host_impl::InstanceHost;
 use super::loader::LoadedPlugin;
 use super::view::SharedView;
 
@@ -153,7 +154,9 @@ pub struct Delivery {
     pub name: String,
     pub plugin: LoadedPlugin,
     pub spec_yaml: String,
-    pub host: HostBox,
+    pub host: InstanceHost,
+    /// The instance's metrics; a re-created instance registers into the same one.
+    pub metrics: Arc<MetricRegistry>,
     pub view: SharedView,
     pub mailbox: Arc<Mailbox>,
 }
@@ -161,10 +164,7 @@ pub struct Delivery {
 impl Delivery {
     /// Creates an instance of the plugin from the spec.
     pub fn create(&self) -> Result<OutputBox, PluginError> {
-        match (self.plugin.module.create())(RStr::from_str(&self.spec_yaml), self.host.clone()) {
-            RResult::ROk(output) => Ok(output),
-            RResult::RErr(error) => Err(error),
-        }
+        self.plugin.create(&self.spec_yaml, &self.host)
     }
 
     /// The thread body: delivers until stopped, re-creating the instance after a panic.
@@ -226,11 +226,15 @@ impl Delivery {
 
     /// Delivers one batch in order; returns the error only if the plugin panicked.
     fn deliver(&self, output: &mut OutputBox, work: &Work) -> Result<(), PluginError> {
-        if work.resync {
-            self.check("on_event(Resync)", output.on_event(&Event::Resync))?;
-        }
-        for event in &work.events {
-            self.check("on_event", output.on_event(event))?;
+        // A plugin that works from snapshots alone gets no call per event: the snapshot
+        // that follows carries everything, a `Resync` included.
+        if self.plugin.wants_events() {
+            if work.resync {
+                self.check("on_event(Resync)", output.on_event(&Event::Resync))?;
+            }
+            for event in &work.events {
+                self.check("on_event", output.on_event(event))?;
+            }
         }
         if work.snapshot || work.resync {
             let view = self.view.load_full();

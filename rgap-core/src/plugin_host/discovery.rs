@@ -12,9 +12,18 @@ pub const SYSTEM_PLUGIN_DIR: &str = "/usr/lib/rgap/plugins";
 /// The environment variable naming extra plugin directories, searched first.
 pub const PLUGIN_PATH_ENV: &str = "RGAP_PLUGIN_PATH";
 
-/// The directories to search, in order, without duplicates.
+/// The directories to search, in order, without duplicates. `RGAP_PLUGIN_PATH` is ignored
+/// (with a warning) when rgap runs with more privileges than its caller: whoever set the
+/// environment must not choose the code rgap loads.
 pub fn search_dirs(config_dirs: &[PathBuf]) -> Vec<PathBuf> {
-    let from_env = std::env::var_os(PLUGIN_PATH_ENV).unwrap_or_default();
+    let mut from_env = std::env::var_os(PLUGIN_PATH_ENV).unwrap_or_default();
+    if !from_env.is_empty() && super::trust::is_secure_execution() {
+        tracing::warn!(
+            "ignoring {PLUGIN_PATH_ENV}: rgap runs with elevated privileges (setuid, setgid or \
+             file capabilities)"
+        );
+        from_env = Default::default();
+    }
     let mut dirs: Vec<PathBuf> =
         std::env::split_paths(&from_env).filter(|dir| !dir.as_os_str().is_empty()).collect();
     dirs.extend(config_dirs.iter().cloned());

@@ -10,27 +10,101 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use rgap_plugin_api::{OutputModule_Ref, API_VERSION};
+use abi_stable::std_types::RStr;
+use rgap_plugin_api::compat::v0_1_0;
+use rgap_plugin_api::{OutputBox, OutputModule_Ref, PluginError, API_VERSION};
+
+use super::host_impl::InstanceHost;
 
 use super::discovery::kind_of_file;
+use super::trust::{check_plugin_file, Untrusted};
 
-/// A loaded plugin file.
+/// A loaded plugin file, with the root module of the API release it was built against.
 #[derive(Clone, Copy)]
 pub struct LoadedPlugin {
-    pub module: OutputModule_Ref,
+    module: Module,
+}
+
+#[derive(Clone, Copy)]
+enum Module {
+    /// Built against this API release (or a later 0.1.x).
+    Current(OutputModule_Ref),
+    /// Built against rgap-plugin-api 0.1.0: no optional entry points.
+    V0_1_0(v0_1_0::OutputModule_Ref),
 }
 
 impl LoadedPlugin {
     pub fn kind(&self) -> &'static str {
-        self.module.kind().as_str()
+        match self.module {
+            Module::Current(module) => module.kind().as_str(),
+            Module::V0_1_0(module) => module.kind().as_str(),
+        }
     }
 
     pub fn version(&self) -> &'static str {
-        self.module.version().as_str()
+        match self.module {
+            Module::Current(module) => module.version().as_str(),
+            Module::V0_1_0(module) => module.version().as_str(),
+        }
     }
 
     pub fn description(&self) -> &'static str {
-        self.module.description().as_str()
+        match self.module {
+            Module::Current(module) => module.description().as_str(),
+            Module::V0_1_0(module) => module.description().as_str(),
+        }
+    }
+
+    /// The API release the plugin was built against, as far as its layout tells.
+    pub fn api_line(&self) -> &'static str {
+        match self.module {
+            Module::Current(_) => "0.1.1+",
+            Module::V0_1_0(_) => "0.1.0",
+        }
+    }
+
+    /// Whether instances get per-member events (plugins built before 0.1.1 always do).
+    pub fn wants_events(&self) -> bool {
+        match self.module {
+            Module::Current(module) => module.wants_events().unwrap_or(true),
+            Module::V0_1_0(_) => true,
+        }
+    }
+
+    /// The optional entry points this plugin provides, by name, for `rgap plugins`.
+    pub fn optional_entry_points(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if let Module::Current(module) = self.module {
+            if module.validate().is_some() {
+                names.push("validate");
+            }
+            if module.wants_events().is_some() {
+                names.push("wants_events");
+            }
+        }
+        names
+    }
+
+    /// Makes an instance from `spec_yaml`, handing it `host` in the shape it was built for.
+    pub fn create(&self, spec_yaml: &str, host: &InstanceHost) -> Result<OutputBox, PluginError> {
+        let spec = RStr::from_str(spec_yaml);
+        match self.module {
+            Module::Current(module) => (module.create())(spec, host.current()).into_result(),
+            Module::V0_1_0(module) => (module.create())(spec, host.v0_1_0()).into_result(),
+        }
+    }
+
+    /// Checks `spec_yaml` with the plugin's `validate` entry point; `None` if it has none.
+    pub fn validate(
+        &self,
+        spec_yaml: &str,
+        host: &InstanceHost,
+    ) -> Option<Result<(), PluginError>> {
+        let Module::Current(module) = self.module else {
+            return None;
+        };
+        let validate = module.validate()?;
+        Some(validate(RStr::from_str(spec_yaml), host.current()).into_result())
     }
 }
 
@@ -47,6 +121,8 @@ pub enum LoadError {
     IncompatibleAbiStable { path: PathBuf, host_api: String },
     #[error("{path}: the file is named for kind \"{file_kind}\" but the plugin says it is \"{plugin_kind}\"")]
     KindMismatch { path: PathBuf, file_kind: String, plugin_kind: String },
+    #[error("{0}")]
+    Untrusted(#[from] Untrusted),
     #[error("{path}: {message}")]
     Other { path: PathBuf, message: String },
 }
@@ -65,11 +141,22 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
 }
 
 fn load_uncached(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    // Before anything of the file runs: loading executes its initialisers.
+    check_plugin_file(path)?;
     let header = lib_header_from_path(path).map_err(|error| explain(path, error, None))?;
     let plugin_api = header.version_strings().version.to_string();
-    let module = header
-        .init_root_module::<OutputModule_Ref>()
-        .map_err(|error| explain(path, error, Some(&plugin_api)))?;
+    let module = match header.init_root_module::<OutputModule_Ref>() {
+        Ok(module) => Module::Current(module),
+        // A plugin built against an earlier 0.1 release has fewer prefix fields than this
+        // host's root module, which abi_stable refuses: try the layout of that release.
+        Err(current_error @ LibraryError::AbiInstability(_)) => {
+            match header.init_root_module::<v0_1_0::OutputModule_Ref>() {
+                Ok(module) => Module::V0_1_0(module),
+                Err(_) => return Err(explain(path, current_error, Some(&plugin_api))),
+            }
+        }
+        Err(error) => return Err(explain(path, error, Some(&plugin_api))),
+    };
     let plugin = LoadedPlugin { module };
     if let Some(file_kind) = kind_of_file(path) {
         if file_kind != plugin.kind() {
@@ -86,7 +173,7 @@ fn load_uncached(path: &Path) -> Result<LoadedPlugin, LoadError> {
 /// One line for the operator; abi_stable's full layout report only at debug level.
 fn explain(path: &Path, error: LibraryError, plugin_api: Option<&str>) -> LoadError {
     let path = path.to_path_buf();
-    let host_api = API_VERSION.to_owned();
+    let host_api = compatible_api_versions();
     match error {
         LibraryError::OpenError { err, .. } => {
             // dlerror() starts with the path, which our message already names.
@@ -119,7 +206,7 @@ fn explain(path: &Path, error: LibraryError, plugin_api: Option<&str>) -> LoadEr
                 );
             }
             let plugin_api = match plugin_api {
-                Some(version) if version == API_VERSION => {
+                Some(version) if same_api_line(version) => {
                     format!("{version} with other type layouts")
                 }
                 Some(version) => version.to_owned(),
@@ -135,6 +222,29 @@ fn explain(path: &Path, error: LibraryError, plugin_api: Option<&str>) -> LoadEr
         }
         other => LoadError::Other { path, message: first_line(&other.to_string()) },
     }
+}
+
+/// The API versions this host loads plugins of, e.g. `0.1.x`: abi_stable treats `0.y` as
+/// the major version, so any `0.1.z` plugin qualifies (appended fields are optional).
+pub fn compatible_api_versions() -> String {
+    let mut parts = API_VERSION.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("0"), Some(minor)) => format!("0.{minor}.x"),
+        (Some(major), _) => format!("{major}.x"),
+        _ => API_VERSION.to_owned(),
+    }
+}
+
+/// Whether `version` is of the same API line as this host (`0.1.z` for a 0.1 host).
+fn same_api_line(version: &str) -> bool {
+    let line = |v: &str| {
+        let mut parts = v.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("0"), Some(minor)) => format!("0.{minor}"),
+            (major, _) => major.unwrap_or_default().to_owned(),
+        }
+    };
+    line(version) == line(API_VERSION)
 }
 
 fn first_line(text: &str) -> String {

@@ -7,6 +7,8 @@ mod discovery;
 mod host_impl;
 mod listing;
 mod loader;
+mod trust;
+mod validate;
 mod view;
 
 use std::path::PathBuf;
@@ -14,13 +16,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rgap_plugin_api::Event;
+use rgap_plugin_api::{Event, MetricRegistry};
 
 pub use delivery::EVENT_QUEUE_CAPACITY;
 pub use discovery::{find_plugin, search_dirs, PLUGIN_PATH_ENV, SYSTEM_PLUGIN_DIR};
-pub use host_impl::StatsSource;
+pub use host_impl::{HostEnv, StatsSource};
 pub use listing::{write_listing, write_listing_for};
-pub use loader::{load, LoadError, LoadedPlugin};
+pub use loader::{compatible_api_versions, load, LoadError, LoadedPlugin};
+pub use trust::{check_plugin_file, is_secure_execution, Untrusted};
+pub use validate::{validate_outputs, SpecCheck};
 pub use view::{shared_view, GroupState, GroupsView, SharedView};
 
 use delivery::{Delivery, Mailbox};
@@ -56,9 +60,22 @@ fn searched_list(dirs: &[PathBuf]) -> String {
 /// A running output: its mailbox and its delivery thread.
 struct RunningOutput {
     name: String,
+    kind: String,
+    wants_events: bool,
+    metrics: Arc<MetricRegistry>,
     mailbox: Arc<Mailbox>,
     thread: Option<JoinHandle<()>>,
     finished: crossbeam_channel::Receiver<()>,
+}
+
+/// The metrics one output instance registered, for the listener to expose.
+#[derive(Clone)]
+pub struct OutputMetrics {
+    /// The instance name, e.g. `dns#4`.
+    pub output: String,
+    /// Its plugin kind, e.g. `dns`.
+    pub kind: String,
+    pub registry: Arc<MetricRegistry>,
 }
 
 /// All running outputs, in config order.
@@ -73,11 +90,11 @@ impl PluginHost {
         configs: &[OutputConfig],
         dirs: &[PathBuf],
         view: SharedView,
-        stats: StatsSource,
+        env: &HostEnv,
     ) -> Result<PluginHost, StartError> {
         let mut deliveries = Vec::with_capacity(configs.len());
         for (index, config) in configs.iter().enumerate() {
-            let prepared = prepare(index, config, dirs, &view, &stats);
+            let prepared = prepare(index, config, dirs, &view, env);
             match prepared {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(error) => {
@@ -114,10 +131,23 @@ impl PluginHost {
     }
 
     /// Hands `events` (possibly none) and a new snapshot to every output; never blocks.
+    /// Outputs that work from snapshots alone are not even queued the events.
     pub fn notify(&self, events: &[Event]) {
         for output in &self.outputs {
-            output.mailbox.push(events);
+            output.mailbox.push(if output.wants_events { events } else { &[] });
         }
+    }
+
+    /// The metrics every output registered, in config order.
+    pub fn output_metrics(&self) -> Vec<OutputMetrics> {
+        self.outputs
+            .iter()
+            .map(|output| OutputMetrics {
+                output: output.name.clone(),
+                kind: output.kind.clone(),
+                registry: output.metrics.clone(),
+            })
+            .collect()
     }
 
     /// Delivers what is queued, then stops outputs in reverse order, waiting up to `grace`
@@ -144,13 +174,12 @@ impl PluginHost {
     }
 }
 
-fn prepare(
+/// Finds and loads the plugin of `outputs[index]`.
+fn locate(
     index: usize,
     config: &OutputConfig,
     dirs: &[PathBuf],
-    view: &SharedView,
-    stats: &StatsSource,
-) -> Result<(Delivery, rgap_plugin_api::OutputBox), StartError> {
+) -> Result<(PathBuf, LoadedPlugin), StartError> {
     let kind = config.kind.clone();
     // The kind becomes part of a file name: "../x" or "a/b" must not reach other directories.
     if !is_valid_kind(&kind) {
@@ -164,11 +193,24 @@ fn prepare(
             searched: dirs.to_vec(),
         });
     };
-    let plugin =
-        load(&path).map_err(|source| StartError::Load { index, kind: kind.clone(), source })?;
+    let plugin = load(&path).map_err(|source| StartError::Load { index, kind, source })?;
+    Ok((path, plugin))
+}
+
+fn prepare(
+    index: usize,
+    config: &OutputConfig,
+    dirs: &[PathBuf],
+    view: &SharedView,
+    env: &HostEnv,
+) -> Result<(Delivery, rgap_plugin_api::OutputBox), StartError> {
+    let (path, plugin) = locate(index, config, dirs)?;
+    let kind = config.kind.clone();
     let name = format!("{kind}#{index}");
+    let metrics = Arc::new(MetricRegistry::default());
     let delivery = Delivery {
-        host: host_impl::host_for(&name, stats.clone()),
+        host: host_impl::InstanceHost::new(&name, env, metrics.clone()),
+        metrics,
         name,
         plugin,
         spec_yaml: config.spec_yaml.clone(),
@@ -197,12 +239,15 @@ const THREAD_FAILURE_GRACE: Duration = Duration::from_secs(5);
 fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Result<RunningOutput> {
     let (done, finished) = crossbeam_channel::bounded(1);
     let name = delivery.name.clone();
+    let kind = delivery.plugin.kind().to_owned();
+    let wants_events = delivery.plugin.wants_events();
+    let metrics = delivery.metrics.clone();
     let mailbox = delivery.mailbox.clone();
     let thread = std::thread::Builder::new().name(format!("output {name}")).spawn(move || {
         delivery.run(output);
         let _ = done.send(());
     })?;
-    Ok(RunningOutput { name, mailbox, thread: Some(thread), finished })
+    Ok(RunningOutput { name, kind, wants_events, metrics, mailbox, thread: Some(thread), finished })
 }
 
 #[cfg(test)]
