@@ -329,7 +329,8 @@ fn listing_line<'a>(listing: &'a str, dir: &Path, kind: &str) -> &'a str {
 #[test]
 fn rgap_plugins_lists_the_built_in_kinds_with_versions_and_descriptions() {
     let listing = rgap_plugins(&[]);
-    assert!(listing.starts_with("rgap 0.1.0 (plugin API 0.1.0)\n"), "{listing}");
+    let header = format!("rgap 0.1.0 (plugin API {})\n", rgap_plugin_api::API_VERSION);
+    assert!(listing.starts_with(&header), "{listing}");
     let dir = plugin_dir();
     for kind in ["noop", "log", "eventlog", "hostsfile", "dns", "command", "testkit", "acme_audit"]
     {
@@ -370,8 +371,8 @@ fn rgap_plugins_explains_each_broken_file_in_one_line_and_exits_0() {
     let expectations: [(&str, &[&str]); 6] = [
         ("x", &["not a loadable shared object"]),
         ("notaplugin", &["a shared object, but not an rgap plugin"]),
-        ("newer_api", &["built against rgap-plugin-api 0.2.0, this rgap needs 0.1.0: rebuild"]),
-        ("older_api", &["built against rgap-plugin-api 0.0.9, this rgap needs 0.1.0: rebuild"]),
+        ("newer_api", &["built against rgap-plugin-api 0.2.0, this rgap needs 0.1.x: rebuild"]),
+        ("older_api", &["built against rgap-plugin-api 0.0.9, this rgap needs 0.1.x: rebuild"]),
         ("changed_layout", &["built against rgap-plugin-api 0.1.0 with other type layouts"]),
         ("other", &["named for kind \"other\" but the plugin says it is \"noop\""]),
     ];
@@ -430,7 +431,7 @@ fn plugins_built_against_another_api_version_fail_start_with_one_line() {
             &[
                 &format!("outputs[1]: kind \"{kind}\""),
                 &format!("librgap_output_{kind}.so"),
-                &format!("built against rgap-plugin-api {version}, this rgap needs 0.1.0"),
+                &format!("built against rgap-plugin-api {version}, this rgap needs 0.1.x"),
                 "rebuild the plugin",
             ],
         );
@@ -446,7 +447,7 @@ fn plugin_with_the_same_api_version_but_other_types_fails_start_with_one_line() 
         &error,
         &[
             "outputs[1]: kind \"changed_layout\"",
-            "built against rgap-plugin-api 0.1.0 with other type layouts, this rgap needs 0.1.0",
+            "built against rgap-plugin-api 0.1.0 with other type layouts, this rgap needs 0.1.x",
             "rebuild the plugin",
         ],
     );

@@ -24,9 +24,10 @@ pub fn validate_config(config_path: &Path) -> Result<Validated, ListenerError> {
     let config = Config::load(config_path).map_err(ListenerError::Config)?;
     let dirs = plugin_host::search_dirs(&config.plugin_dirs);
     let env = HostEnv::new(config_path, Arc::new(Default::default));
-    let checks = plugin_host::validate_outputs(&config.output_configs(), &dirs, &env).map_err(
-        |error| ListenerError::Outputs { file: config_path.to_path_buf(), error: Box::new(error) },
-    )?;
+    let checks =
+        plugin_host::validate_outputs(&config.output_configs(), &dirs, &env).map_err(|error| {
+            ListenerError::Outputs { file: config_path.to_path_buf(), error: Box::new(error) }
+        })?;
     let unchecked = checks
         .into_iter()
         .filter(|(_, check)| *check == SpecCheck::NotChecked)

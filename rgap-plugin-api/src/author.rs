@@ -262,7 +262,9 @@ fn unix_seconds() -> u64 {
 #[derive(Debug, PartialEq, Eq)]
 enum Admit {
     /// Log it, after saying how many were held back since the last line.
-    Log { suppressed: u64 },
+    Log {
+        suppressed: u64,
+    },
     Suppress,
 }
 
@@ -671,7 +673,14 @@ mod tests {
     fn thread_panics_are_logged_at_a_bounded_rate_and_the_rest_counted() {
         let limit = RateLimit::new(3, 60);
         let admitted: Vec<Admit> = (0..5).map(|_| limit.admit(1000)).collect();
-        assert_eq!(admitted[..3], [Admit::Log { suppressed: 0 }, Admit::Log { suppressed: 0 }, Admit::Log { suppressed: 0 }]);
+        assert_eq!(
+            admitted[..3],
+            [
+                Admit::Log { suppressed: 0 },
+                Admit::Log { suppressed: 0 },
+                Admit::Log { suppressed: 0 }
+            ]
+        );
         assert_eq!(admitted[3..], [Admit::Suppress, Admit::Suppress]);
         // Still the same window: held back.
         assert_eq!(limit.admit(1059), Admit::Suppress);

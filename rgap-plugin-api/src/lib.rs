@@ -103,9 +103,8 @@ pub use abi::{
 pub use author::{decode_spec, BoxError, HostHandle, OutputPlugin};
 pub use author::{CounterFamily, GaugeFamily};
 pub use metrics::{
-    is_valid_metric_name, Counter, FamilySample, Gauge, MetricDesc, MetricFamily,
-    MetricFamilyBox, MetricFamily_TO, MetricKind, MetricRegistry, MetricValue,
-    MAX_LABEL_SETS_PER_FAMILY,
+    is_valid_metric_name, Counter, FamilySample, Gauge, MetricDesc, MetricFamily, MetricFamilyBox,
+    MetricFamily_TO, MetricKind, MetricRegistry, MetricValue, MAX_LABEL_SETS_PER_FAMILY,
 };
 pub use types::{
     ErrorKind, Event, GroupSnapshot, HostStats, LogLevel, Member, MemberList, PluginError,

@@ -305,12 +305,17 @@ mod tests {
     fn the_registry_samples_what_plugins_update() {
         let registry = MetricRegistry::default();
         let labels = [RStr::from_str("rcode")];
-        let family = registry.register(&desc("queries_total", MetricKind::COUNTER, &labels)).unwrap();
-        let noerror = Counter::new(family.with_labels(RSlice::from_slice(&[RStr::from_str("NOERROR")])).unwrap());
+        let family =
+            registry.register(&desc("queries_total", MetricKind::COUNTER, &labels)).unwrap();
+        let noerror = Counter::new(
+            family.with_labels(RSlice::from_slice(&[RStr::from_str("NOERROR")])).unwrap(),
+        );
         noerror.add(3);
         // The same labels give the same value; registering again gives the same family.
-        let again = registry.register(&desc("queries_total", MetricKind::COUNTER, &labels)).unwrap();
-        Counter::new(again.with_labels(RSlice::from_slice(&[RStr::from_str("NOERROR")])).unwrap()).inc();
+        let again =
+            registry.register(&desc("queries_total", MetricKind::COUNTER, &labels)).unwrap();
+        Counter::new(again.with_labels(RSlice::from_slice(&[RStr::from_str("NOERROR")])).unwrap())
+            .inc();
         let samples = registry.sample();
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].values, [(vec!["NOERROR".to_owned()], 4)]);

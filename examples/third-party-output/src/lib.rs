@@ -76,19 +76,30 @@ impl OutputPlugin for Audit {
     const DESCRIPTION: &'static str = "ACME audit trail: joins and leaves as JSON lines in a file";
     type Spec = AuditSpec;
 
-    fn create(spec: AuditSpec, _host: HostHandle) -> Result<Self, BoxError> {
+    /// What `rgap validate` and reloads check: the file could be opened, without creating it.
+    fn validate(spec: &AuditSpec, host: &HostHandle) -> Result<(), BoxError> {
+        let path = host.resolve(&spec.path);
+        if path.is_dir() {
+            return Err(format!("spec.path: {} is a directory", path.display()).into());
+        }
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|dir| !dir.is_dir()) {
+            return Err(format!("spec.path: no directory {}", dir.display()).into());
+        }
+        Ok(())
+    }
+
+    fn create(spec: AuditSpec, host: HostHandle) -> Result<Self, BoxError> {
+        // Relative paths are relative to the listener's config file.
+        let path = host.resolve(&spec.path);
         // Opened here, so that a wrong path stops rgap at start with this message.
-        let file =
-            OpenOptions::new().create(true).append(true).open(&spec.path).map_err(|error| {
-                format!("spec.path: cannot open {}: {error}", spec.path.display())
-            })?;
-        tracing::info!("auditing to {}", spec.path.display());
-        Ok(Audit {
-            path: spec.path,
-            groups: spec.groups,
-            out: BufWriter::new(file),
-            resync_pending: false,
-        })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|error| format!("spec.path: cannot open {}: {error}", path.display()))?;
+        tracing::info!("auditing to {}", path.display());
+        Ok(Audit { path, groups: spec.groups, out: BufWriter::new(file), resync_pending: false })
     }
 
     fn on_event(&mut self, event: &Event) -> Result<(), BoxError> {
@@ -143,3 +154,70 @@ impl OutputPlugin for Audit {
 }
 
 export_output!(Audit);
+
+/// The plugin driven through rgap-plugin-api's testkit: no listener, the same FFI glue.
+#[cfg(test)]
+mod tests {
+    use rgap_plugin_api::testkit::{member, Harness, TestGroup};
+    use rgap_plugin_api::Event;
+
+    use super::Audit;
+
+    fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    }
+
+    #[test]
+    fn joins_and_leaves_of_audited_groups_become_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = "path: audit.jsonl\ngroups: [1000]\n";
+        let mut audit = Harness::builder().config_dir(dir.path()).create::<Audit>(spec).unwrap();
+        let joined = member("10.0.0.1", 15);
+        audit.event(Event::Join { group: 1000, member: joined }).unwrap();
+        audit.event(Event::Join { group: 2000, member: member("10.9.9.9", 15) }).unwrap();
+        audit.event(Event::Leave { group: 1000, member: joined }).unwrap();
+        audit.snapshot(&[TestGroup::ready(1000)]).unwrap();
+        audit.stop().unwrap();
+
+        let records = lines(&dir.path().join("audit.jsonl"));
+        assert_eq!(records.len(), 2, "group 2000 is not audited: {records:?}");
+        assert_eq!(records[0]["event"], "join");
+        assert_eq!(records[0]["address"], "10.0.0.1");
+        assert_eq!(records[0]["expires_at_unix_us"], joined.expires_at_unix_us);
+        assert_eq!(records[1]["event"], "leave");
+        assert_eq!(audit.calls().events, 3);
+        assert!(audit.logged("auditing to"), "{:?}", audit.logs());
+    }
+
+    #[test]
+    fn after_a_resync_the_next_snapshot_is_written_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut audit = Harness::new::<Audit>(&format!("path: {}\n", path.display())).unwrap();
+        audit.event(Event::Resync).unwrap();
+        let group = TestGroup::ready(1000).with_ip("10.0.0.2", 15).with_ip("fd00::1", 15);
+        audit.snapshot(&[group]).unwrap();
+        audit.stop().unwrap();
+        let records = lines(&path);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["event"], "resync");
+        assert_eq!(records[0]["members"], serde_json::json!(["10.0.0.2", "fd00::1"]));
+        assert!(audit.logged("writing full group lists"));
+    }
+
+    #[test]
+    fn validate_checks_the_directory_without_creating_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere/audit.jsonl");
+        let error = Harness::validate::<Audit>(&format!("path: {}\n", missing.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("spec.path: no directory"), "{error}");
+        let fine = dir.path().join("audit.jsonl");
+        Harness::validate::<Audit>(&format!("path: {}\n", fine.display())).unwrap();
+        assert!(!fine.exists(), "validate must not create the file");
+        let error = Harness::validate::<Audit>("path: /tmp\nbogus: 1\n").unwrap_err().to_string();
+        assert!(error.contains("spec.bogus: unknown field"), "{error}");
+    }
+}

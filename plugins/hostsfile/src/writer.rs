@@ -18,8 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::HostHandle;
+use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 
 use crate::atomic;
 use crate::render::{GroupCopy, Layout, SortScratch};

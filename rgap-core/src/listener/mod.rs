@@ -101,9 +101,10 @@ impl Listener {
             Arc::new(move || stats.host_stats())
         };
         let env = plugin_host::HostEnv::new(config_path, stats_source);
-        let outputs = PluginHost::start(&config.output_configs(), &dirs, view, &env).map_err(
-            |error| ListenerError::Outputs { file: file.clone(), error: Box::new(error) },
-        )?;
+        let outputs =
+            PluginHost::start(&config.output_configs(), &dirs, view, &env).map_err(|error| {
+                ListenerError::Outputs { file: file.clone(), error: Box::new(error) }
+            })?;
         let outputs = Arc::new(outputs);
 
         let mut sockets = Vec::with_capacity(config.listen.len());

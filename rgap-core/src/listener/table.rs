@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use abi_stable::std_types::{RArc, RVec};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hashbrown::hash_table::{Entry, HashTable};
-use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 use rgap_plugin_api::{Event, Member, MemberList};
+use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 use rustc_hash::FxBuildHasher;
 
 use crate::config::GroupConfig;

@@ -32,11 +32,7 @@ pub fn write_listing_for(out: &mut dyn Write, dirs: &[PathBuf]) -> io::Result<()
             // A shadowed file is never loaded (as when the listener starts): its code does
             // not run just because someone listed the plugins.
             if let Some(first) = seen_kinds.get(&file_kind) {
-                writeln!(
-                    out,
-                    "  {file_kind:<12} shadowed by {} (not loaded)",
-                    first.display()
-                )?;
+                writeln!(out, "  {file_kind:<12} shadowed by {} (not loaded)", first.display())?;
                 continue;
             }
             seen_kinds.insert(file_kind.clone(), path.clone());
