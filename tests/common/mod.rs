@@ -253,6 +253,13 @@ impl RunningListener {
         wait_with_deadline(&mut child)
     }
 
+    /// Sends SIGTERM and waits for exit (SIGKILL after `WAIT`); returns the status and
+    /// every log line, the shutdown lines included.
+    pub fn terminate_and_wait(mut self) -> (ExitStatus, Vec<String>) {
+        signal(self.pid(), libc::SIGTERM);
+        self.wait_exit_keeping_dir()
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
         self.wait_exit_keeping_dir()
@@ -285,11 +292,10 @@ fn wait_with_deadline(child: &mut Child) -> ExitStatus {
     }
 }
 
-fn signal(pid: i32, signal: i32) {
-    // SAFETY: kill(2) with a child's pid.
-    unsafe {
-        libc::kill(pid, signal);
-    }
+/// Sends `signal` to the process `pid` (a child of this test); a process already gone is fine.
+pub fn signal(pid: i32, signal: i32) {
+    let signal = nix::sys::signal::Signal::try_from(signal).expect("a valid signal number");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
 }
 
 impl Drop for RunningListener {
