@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{
-    announcement, config, free_udp_port, plugin_dir, rgap_command, send_to, spawn_listener_with_env,
-    PSK,
+    announcement, config, free_udp_port, plugin_dir, rgap_command, send_to,
+    spawn_listener_with_env, PSK,
 };
 
 const FROZEN_0_1_0: &str = "testdata/frozen-plugins/api-0.1.0";
@@ -135,7 +135,10 @@ fn validate_catches_a_spec_error_without_side_effects() {
     let output = common::finish(rgap_command(&["validate", "-c", bad_path.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("outputs[0]") && stderr.contains("spec.record_to: no directory"), "{stderr}");
+    assert!(
+        stderr.contains("outputs[0]") && stderr.contains("spec.record_to: no directory"),
+        "{stderr}"
+    );
 
     let record = work.path().join("record.txt");
     let good = config(
@@ -166,7 +169,10 @@ fn validate_warns_that_a_0_1_0_plugin_spec_is_not_checked() {
     });
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("WARN") && stderr.contains("acme_audit#0: spec not checked"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("acme_audit#0: spec not checked"),
+        "{stderr}"
+    );
     assert!(!audit.exists(), "validate created the audit file");
 }
 
@@ -221,7 +227,10 @@ fn a_group_writable_plugin_directory_is_refused_with_its_mode() {
     let dir = private_plugin_dir("testkit");
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o775)).unwrap();
     let error = start_error_with_plugins(dir.path(), "- kind: testkit\n");
-    assert!(error.contains(&format!("refusing plugin directory {}", dir.path().display())), "{error}");
+    assert!(
+        error.contains(&format!("refusing plugin directory {}", dir.path().display())),
+        "{error}"
+    );
     assert!(error.contains("writable by its group") && error.contains("mode 0775"), "{error}");
 }
 

@@ -40,7 +40,7 @@ fn signed_with_version(version: u16, ip: [u8; 4], psk: &str) -> Vec<u8> {
 /// Stops the listener and returns its `datagram totals` line.
 fn totals_after_stop(listener: RunningListener) -> String {
     let pid = listener.pid();
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    common::signal(pid, libc::SIGTERM);
     let (status, log) = listener.wait_exit();
     assert!(status.success(), "exit status {status}");
     log.into_iter().find(|line| line.contains("datagram totals")).expect("totals line")
@@ -228,7 +228,7 @@ fn sigterm_and_sigint_exit_zero() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let port = free_udp_port();
         let listener = start_listener(&config(port, "  expire: 15s\n", EVENTLOG));
-        unsafe { libc::kill(listener.pid(), signal) };
+        common::signal(listener.pid(), signal);
         let (status, log) = listener.wait_exit();
         assert!(status.success(), "signal {signal}: {status}");
         assert!(log.iter().any(|line| line.contains("listener stopped")), "{log:?}");
@@ -342,7 +342,7 @@ impl Drop for NetnsPair {
 }
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 #[test]
@@ -511,7 +511,7 @@ fn listener_reads_rgap_yaml_by_default_and_survives_its_stderr_closing() {
         .any(|line| line.contains("listener started"));
     // stderr is closed now; this join is logged into the void.
     send_to(local(port), &announcement(1000, "10.4.0.1", PSK));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::signal(child.id() as i32, libc::SIGTERM);
     let status = child.wait().unwrap();
     assert!(started, "no start line");
     assert!(status.success(), "{status}");

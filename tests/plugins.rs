@@ -279,10 +279,7 @@ impl Rgap {
     /// SIGTERM, then waits for the exit.
     fn terminate(self) -> (ExitStatus, String, String) {
         let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        common::signal(pid, libc::SIGTERM);
         self.wait()
     }
 }
@@ -578,8 +575,7 @@ fn two_different_plugins_run_in_one_process() {
     listener.wait_for_log("testkit#1: testkit instance 1 created");
 
     let (status, log) = {
-        // SAFETY: kill(2) on the listener's pid.
-        unsafe { libc::kill(listener.pid(), libc::SIGTERM) };
+        common::signal(listener.pid(), libc::SIGTERM);
         listener.wait_exit()
     };
     assert!(status.success(), "{status}");
@@ -629,8 +625,7 @@ fn stuck_plugin_does_not_hold_up_ingestion_or_shutdown() {
     announce(port, "10.0.0.5");
     wait_for_line_after(&other, None, "snapshot 1000 ready=true members=1");
     let status = {
-        // SAFETY: kill(2) on the listener's pid.
-        unsafe { libc::kill(listener.pid(), libc::SIGTERM) };
+        common::signal(listener.pid(), libc::SIGTERM);
         listener.wait_exit()
     };
     let (status, log) = status;
@@ -742,8 +737,7 @@ fn panic_in_stop_is_reported_and_shutdown_completes() {
     wait_for_line_after(&record, None, "snapshot 1000 ready=true members=0");
     let (status, log) = {
         let pid = listener.pid();
-        // SAFETY: kill(2) on the listener's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        common::signal(pid, libc::SIGTERM);
         listener.wait_exit()
     };
     let text = log.join("\n");
@@ -811,8 +805,7 @@ fn slow_plugin_gets_resync_and_a_correct_final_snapshot_while_ingestion_continue
 
     let status = {
         let pid = listener.pid();
-        // SAFETY: kill(2) on the listener's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        common::signal(pid, libc::SIGTERM);
         listener.wait_exit()
     };
     let (status, log) = status;

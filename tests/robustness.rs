@@ -92,7 +92,7 @@ fn flood_of_junk_around_valid_announcements_loses_nothing_after_a_calm_resend() 
     assert!(eventually(|| members_in(&hosts) == expected), "hosts file does not list all 2000");
 
     let pid = listener.pid();
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    common::signal(pid, libc::SIGTERM);
     let (status, log) = listener.wait_exit();
     assert!(status.success(), "listener did not survive the flood: {status}");
     let totals = log.iter().find(|l| l.contains("datagram totals")).expect("totals line").clone();
@@ -132,7 +132,7 @@ fn sigterm_under_load_exits_zero_promptly_and_leaves_a_complete_hosts_file() {
     });
     assert!(eventually(|| members_in(&hosts).len() >= 100), "load never reached the hosts file");
     let pid = listener.pid();
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    common::signal(pid, libc::SIGTERM);
     let (status, _log) = listener.wait_exit_keeping_dir();
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();

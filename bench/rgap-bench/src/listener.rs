@@ -149,7 +149,9 @@ impl BenchListener {
         // SAFETY: signalling and reaping our own child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let mut status = 0;
+        // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes one status and one rusage through valid pointers.
         let reaped = unsafe { libc::wait4(self.pid(), &mut status, 0, &mut usage) };
         assert_eq!(reaped, self.pid(), "wait4 failed");
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);

@@ -92,6 +92,7 @@ impl Batch {
             libc::AF_INET => unsafe {
                 (*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
             },
+            // SAFETY: as above, for an IPv6 peer.
             libc::AF_INET6 => unsafe {
                 (*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()).sin6_port
             },

@@ -122,7 +122,7 @@ pub enum LoadError {
     #[error("{path}: the file is named for kind \"{file_kind}\" but the plugin says it is \"{plugin_kind}\"")]
     KindMismatch { path: PathBuf, file_kind: String, plugin_kind: String },
     #[error("{0}")]
-    Untrusted(#[from] Untrusted),
+    Untrusted(Box<Untrusted>),
     #[error("{path}: {message}")]
     Other { path: PathBuf, message: String },
 }
@@ -142,7 +142,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
 
 fn load_uncached(path: &Path) -> Result<LoadedPlugin, LoadError> {
     // Before anything of the file runs: loading executes its initialisers.
-    check_plugin_file(path)?;
+    check_plugin_file(path).map_err(|untrusted| LoadError::Untrusted(Box::new(untrusted)))?;
     let header = lib_header_from_path(path).map_err(|error| explain(path, error, None))?;
     let plugin_api = header.version_strings().version.to_string();
     let module = match header.init_root_module::<OutputModule_Ref>() {
