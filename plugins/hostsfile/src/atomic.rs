@@ -41,8 +41,12 @@ pub fn replace(path: &Path, content: &[u8], mode: Option<u32>) -> io::Result<()>
     let written = (|| {
         if let Some(existing) = &existing {
             keep_owner(&temp, existing).map_err(|e| {
-                let what =
-                    format!("giving {} the owner {}:{} of", temp_path.display(), existing.uid(), existing.gid());
+                let what = format!(
+                    "giving {} the owner {}:{} of",
+                    temp_path.display(),
+                    existing.uid(),
+                    existing.gid()
+                );
                 context(e, &what, path)
             })?;
         }
@@ -136,8 +140,7 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(directory_of(path)) else { return vec![] };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = stale_temp_pid(entry.file_name().as_bytes(), target_name.as_bytes())
-        else {
+        let Some(pid) = stale_temp_pid(entry.file_name().as_bytes(), target_name.as_bytes()) else {
             continue;
         };
         if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
