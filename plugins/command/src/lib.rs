@@ -292,10 +292,14 @@ impl Job {
                 Outcome::NotStarted(error) => {
                     // Not retried: a missing or non-executable file stays so for now.
                     let hint =
-                        if error.kind() == std::io::ErrorKind::NotFound && !program.contains('/') {
-                            " (not found in PATH)"
-                        } else {
+                        if error.kind() != std::io::ErrorKind::NotFound || program.contains('/') {
                             ""
+                        } else if self.env.clear && !self.env.set.contains_key("PATH") {
+                            // The lookup then uses the C library's default path, not ours.
+                            " (not found in /bin:/usr/bin: env_clear leaves no PATH; give an \
+                         absolute path or set env.PATH)"
+                        } else {
+                            " (not found in PATH)"
                         };
                     tracing::error!("cannot run {program}: {error}{hint}");
                     return;

