@@ -139,7 +139,8 @@ impl OutputPlugin for HostsFile {
         let path = std::env::current_dir()
             .map_err(|e| format!("spec.filename: cannot resolve {}: {e}", spec.filename.display()))?
             .join(&spec.filename);
-        if path.is_dir() {
+        // A directory cannot be renamed over; a link (even to a directory) is simply replaced.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             return Err(format!("spec.filename: {} is a directory", path.display()).into());
         }
         atomic::check_writable(&path)
