@@ -1,6 +1,7 @@
 //! End-to-end: the `command` output of the real listener runs real scripts with the live
-//! addresses of its group on stdin, retries failures, logs their output, kills what runs past
-//! its timeout (children included), and lets the listener stop promptly.
+//! addresses of its group on stdin, retries failures, logs their output (control characters
+//! escaped), kills what runs past its timeout (children included), gives them the environment
+//! asked for, reaps what they leave behind, and lets the listener stop promptly.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{
-    announcement, config, eventually, listener_start_error, send_to, start_listener, PSK,
+    announcement, config, eventually, listener_start_error, send_to, spawn_listener_with_env,
+    start_listener, PSK,
 };
 
 /// Writes an executable `sh` script `name` into `dir`.
@@ -49,12 +51,27 @@ fn pid_from(file: &Path) -> i32 {
     pid.unwrap()
 }
 
+/// The state letter and parent pid of `pid`, from `/proc/<pid>/stat`; `None` once it is gone.
+fn state_and_parent(pid: i32) -> Option<(String, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields follow the parenthesised command name, which may hold anything.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.to_owned();
+    Some((state, fields.next()?.parse().ok()?))
+}
+
 /// Whether `pid` is a live process (a zombie waiting to be reaped does not count).
 fn running(pid: i32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // The state follows the parenthesised command name.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    state.is_some_and(|state| state != "Z")
+    state_and_parent(pid).is_some_and(|(state, _)| state != "Z")
+}
+
+/// The zombies whose parent is `parent`.
+fn zombies_of(parent: i32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| state_and_parent(pid).is_some_and(|(s, p)| s == "Z" && p == parent))
+        .collect()
 }
 
 /// Kills a process the test started, if the test failed before rgap did.
@@ -240,4 +257,117 @@ fn an_empty_command_or_a_zero_timeout_is_a_start_error() {
 
     let error = listener_start_error(&spec("    command: [/bin/true]\n"));
     assert!(error.contains("missing field `timeout`"), "{error}");
+}
+
+#[test]
+fn env_clear_hides_the_listeners_environment_and_env_sets_variables() {
+    let scripts = tempfile::tempdir().unwrap();
+    let dir = scripts.path();
+    let dump = |name: &str| {
+        let out = dir.join(name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        script(
+            dir,
+            &format!("{name}.sh"),
+            &format!("env > '{}'\nmv '{}' '{}'\n", tmp.display(), tmp.display(), out.display()),
+        )
+    };
+    let (clean, inherit) = (dump("clean"), dump("inherit"));
+    let port = common::free_udp_port();
+    let listener = spawn_listener_with_env(
+        &config(
+            port,
+            "  expire: 15s\n",
+            &format!(
+                "- kind: command\n  spec:\n    group: 1000\n    command: [\"{}\"]\n    timeout: 10s\n    \
+                 env_clear: true\n    env:\n      RGAP_TEST_SET: \"set for the command\"\n\
+                 - kind: command\n  spec:\n    group: 1000\n    command: [\"{}\"]\n    timeout: 10s\n    \
+                 env:\n      RGAP_TEST_SET: also set\n",
+                clean.display(),
+                inherit.display()
+            ),
+        ),
+        &[("RGAP_TEST_SECRET", "listener only")],
+    );
+    listener.wait_for_log("listener started");
+    let env_of = |name: &str| {
+        let path = dir.join(name);
+        assert!(eventually(|| path.exists()), "{name} never ran");
+        fs::read_to_string(path).unwrap()
+    };
+    // Inheriting (the default), the command sees the listener's variable: so it was there...
+    let inherited = env_of("inherit");
+    assert!(inherited.lines().any(|l| l == "RGAP_TEST_SECRET=listener only"), "{inherited}");
+    assert!(inherited.lines().any(|l| l == "RGAP_TEST_SET=also set"), "{inherited}");
+    // ...and env_clear hides it, while env still sets its own.
+    let cleared = env_of("clean");
+    assert!(!cleared.contains("RGAP_TEST_SECRET"), "{cleared}");
+    assert!(!cleared.lines().any(|l| l.starts_with("PATH=")), "{cleared}");
+    assert!(cleared.lines().any(|l| l == "RGAP_TEST_SET=set for the command"), "{cleared}");
+    assert!(listener.terminate().success());
+}
+
+#[test]
+fn a_background_child_a_command_leaves_is_reaped_when_it_exits() {
+    let scripts = tempfile::tempdir().unwrap();
+    let (child_pid, go) = (scripts.path().join("child.pid"), scripts.path().join("go"));
+    // The background subshell outlives the command and exits when the test says so.
+    let leave = script(
+        scripts.path(),
+        "leave.sh",
+        &format!(
+            "(while [ ! -e '{}' ]; do sleep 0.05; done) >/dev/null 2>&1 &\necho $! > '{}'\n\
+             exit 0\n",
+            go.display(),
+            child_pid.display()
+        ),
+    );
+    let port = common::free_udp_port();
+    let listener =
+        start_listener(&command_config(port, "  expire: 15s\n", &leave, "    timeout: 10s\n"));
+    let pid = pid_from(&child_pid);
+    let _guard = KillOnDrop(pid);
+    listener.wait_for_log("succeeded");
+    // Orphaned by the command's exit, the child is adopted by rgap, not by init...
+    let rgap = listener.pid();
+    assert!(
+        eventually(|| state_and_parent(pid).is_some_and(|(_, parent)| parent == rgap)),
+        "process {pid}: {:?}, rgap is {rgap}",
+        state_and_parent(pid)
+    );
+    // ...which reaps it once it exits: no zombie is left.
+    fs::write(&go, "").unwrap();
+    assert!(
+        eventually(|| state_and_parent(pid).is_none_or(|(_, parent)| parent != rgap)
+            && zombies_of(rgap).is_empty()),
+        "zombies of rgap ({rgap}): {:?}",
+        zombies_of(rgap)
+    );
+    assert!(listener.terminate().success());
+}
+
+#[test]
+fn control_characters_a_command_prints_are_escaped_in_the_log() {
+    let scripts = tempfile::tempdir().unwrap();
+    let noisy = script(
+        scripts.path(),
+        "noisy.sh",
+        "printf 'red \\033[31mALERT\\033[0m\\tdone\\rFAKE line\\n'\n\
+         printf 'title \\033]0;owned\\007 \\302\\233 end\\n' >&2\n",
+    );
+    let port = common::free_udp_port();
+    let listener =
+        start_listener(&command_config(port, "  expire: 15s\n", &noisy, "    timeout: 10s\n"));
+    let line = listener.wait_for_log("stdout: red ");
+    assert!(line.ends_with(r"stdout: red \x1b[31mALERT\x1b[0m\tdone\rFAKE line"), "{line:?}");
+    let line = listener.wait_for_log("stderr: title ");
+    assert!(line.ends_with(r"stderr: title \x1b]0;owned\x07 \u{9b} end"), "{line:?}");
+    listener.wait_for_log("succeeded");
+    for line in listener.log() {
+        assert!(
+            !line.contains(char::is_control),
+            "a raw control character reached the log: {line:?}"
+        );
+    }
+    assert!(listener.terminate().success());
 }

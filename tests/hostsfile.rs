@@ -263,3 +263,122 @@ fn unknown_spec_keys_are_start_errors() {
     ));
     assert!(error.contains("spec.mappings[0].fallback: unknown field `fallback`"), "{error}");
 }
+
+/// A hostsfile output writing `file` (an absolute path) with group 1000's fallback address,
+/// plus `extra` spec lines (indented four spaces).
+fn fallback_output(file: &Path, extra: &str) -> String {
+    format!(
+        "- kind: hostsfile\n  spec:\n    interval: 1m\n    filename: {}\n    mappings:\n    \
+         - group: 1000\n      hostname: worker\n      fallback_addresses: [1.2.3.4]\n{extra}",
+        file.display()
+    )
+}
+
+const FALLBACK: &str = "1.2.3.4 worker # fallback address used!\n";
+
+/// The permission bits of `path` itself (a link is not followed).
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+#[test]
+fn a_link_planted_at_the_hosts_path_is_replaced_and_its_target_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A world-writable file elsewhere, and a link to it where the hosts file goes.
+    let planted = dir.path().join("planted");
+    std::fs::write(&planted, "planted content\n").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let hosts = dir.path().join("hosts");
+    std::os::unix::fs::symlink(&planted, &hosts).unwrap();
+
+    let port = common::free_udp_port();
+    let listener = start_listener(&config(port, "  expire: 30s\n", &fallback_output(&hosts, "")));
+    assert!(
+        eventually(|| is_regular_file(&hosts) && read(&hosts) == FALLBACK),
+        "{:?}",
+        std::fs::symlink_metadata(&hosts)
+    );
+    assert_eq!(mode_of(&hosts), 0o644, "the link's target lent the hosts file its mode");
+    assert_eq!(read(&planted), "planted content\n");
+    assert_eq!(mode_of(&planted), 0o666);
+    assert!(listener.terminate().success());
+}
+
+#[test]
+fn a_hosts_file_owned_by_another_user_keeps_its_owner_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can give a file to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "# the user's own file\n").unwrap();
+    std::os::unix::fs::chown(&hosts, Some(65534), Some(65533)).unwrap();
+    std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let port = common::free_udp_port();
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listener = start_listener(&config(port, "  expire: 30s\n", &fallback_output(&hosts, "")));
+    let owner = |path: &Path| {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert!(eventually(|| read(&hosts) == FALLBACK), "{:?}", read(&hosts));
+    assert_eq!(owner(&hosts), (65534, 65533));
+    assert_eq!(mode_of(&hosts), 0o640);
+    // And again on the next rewrite, a membership change.
+    announce(to, 1000, &["10.0.0.1"]);
+    assert!(eventually(|| read(&hosts) == "10.0.0.1 worker\n"), "{:?}", read(&hosts));
+    assert_eq!(owner(&hosts), (65534, 65533));
+    assert_eq!(mode_of(&hosts), 0o640);
+    assert!(listener.terminate().success());
+}
+
+#[test]
+fn stale_temporary_files_are_removed_at_start_and_nothing_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    // Named as the writer names its temporary files, by a pid that cannot exist (pid_max is
+    // at most 2^22), as a run killed mid-write leaves them.
+    let stale = dir.path().join(".hosts.rgap-99999999-7.tmp");
+    std::fs::write(&stale, "half a hosts fi").unwrap();
+    let beside: Vec<_> = [
+        ".hosts.rgap-backup",
+        ".other.rgap-99999999-7.tmp",
+        "hosts.rgap-99999999-7.tmp",
+        ".hosts.rgap-99999999-7.tmp.keep",
+        "notes.txt",
+    ]
+    .iter()
+    .map(|name| dir.path().join(name))
+    .collect();
+    for file in &beside {
+        std::fs::write(file, "keep me\n").unwrap();
+    }
+
+    let port = common::free_udp_port();
+    let listener = start_listener(&config(
+        port,
+        "  expire: 30s\n",
+        &fallback_output(&hosts, "    mode: \"0600\"\n"),
+    ));
+    let line = listener.wait_for_log("left by an earlier run");
+    assert!(line.contains(&stale.display().to_string()), "{line}");
+    assert!(!stale.exists());
+    for file in &beside {
+        assert_eq!(read(file), "keep me\n", "{} was touched", file.display());
+    }
+    assert_eq!(listener.lines_with("left by an earlier run").len(), 1);
+    // The spec's mode applies to a file that did not exist.
+    assert!(eventually(|| read(&hosts) == FALLBACK), "{:?}", read(&hosts));
+    assert_eq!(mode_of(&hosts), 0o600);
+    assert!(listener.terminate().success());
+}

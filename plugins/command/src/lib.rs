@@ -5,10 +5,15 @@
 //!
 //! The delivery thread only compares member sets and hands the newest list to a runner
 //! thread of the plugin's own; while a run is in progress at most one more list waits, and
-//! a newer list replaces it. [`run`] runs one attempt within its limits.
+//! a newer list replaces it. [`run`] runs one attempt within its limits; [`reaper`] reaps
+//! the background processes commands leave behind once they exit; [`escape`] keeps their
+//! output from steering the operator's terminal.
 
+mod escape;
+mod reaper;
 mod run;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,7 +24,7 @@ use rgap_plugin_api::duration::GoDuration;
 use rgap_plugin_api::{export_output, BoxError, GroupSnapshot, HostHandle, OutputPlugin};
 use serde::{Deserialize, Deserializer};
 
-use run::{Attempt, Outcome, STOP_GRACE};
+use run::{Attempt, Environment, Outcome, STOP_GRACE};
 
 /// `spec:` of a `command` output (the Go rgap's keys).
 #[derive(Debug, Deserialize)]
@@ -38,6 +43,12 @@ struct CommandSpec {
     /// How long to keep reading output after the process exits (0: until the timeout).
     #[serde(default = "default_wait_delay")]
     wait_delay: GoDuration,
+    /// Start the command with an empty environment instead of the listener's.
+    #[serde(default)]
+    env_clear: bool,
+    /// Variables to set for the command (on top of the listener's, or of none).
+    #[serde(default, deserialize_with = "null_as_empty_map")]
+    env: BTreeMap<String, String>,
 }
 
 fn default_retries() -> i64 {
@@ -53,9 +64,34 @@ fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Strin
     Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// `env:` with no value sets nothing.
+fn null_as_empty_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    Ok(Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Checks `env` for what `execve` cannot pass on: a name that is empty or holds `=` or NUL,
+/// a value that holds NUL.
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "spec.env: {name:?} cannot be a variable name (it must not be empty or contain \
+                 '=' or NUL)"
+            ));
+        }
+        if value.contains('\0') {
+            return Err(format!("spec.env.{name}: the value must not contain NUL"));
+        }
+    }
+    Ok(())
+}
+
 /// The command and its limits, as the runner thread uses them.
 struct Job {
     argv: Vec<String>,
+    env: Environment,
     timeout: Duration,
     wait_delay: Duration,
     attempts: u32,
@@ -114,8 +150,13 @@ impl OutputPlugin for CommandOutput {
         if spec.timeout.get().is_zero() {
             return Err("spec.timeout: must be greater than 0 (e.g. 5s)".into());
         }
+        check_env(&spec.env)?;
+        if let Err(error) = reaper::start(&host) {
+            tracing::warn!("{error}; processes that commands leave behind go to init instead");
+        }
         let job = Job {
             argv: spec.command,
+            env: Environment { clear: spec.env_clear, set: spec.env },
             timeout: spec.timeout.get(),
             wait_delay: spec.wait_delay.get(),
             attempts: spec.retries.clamp(1, i64::from(u32::MAX)) as u32,
@@ -223,6 +264,7 @@ impl Job {
             tracing::info!("running {program} with {} address(es){of}", addresses.len());
             let outcome = Attempt {
                 argv: &self.argv,
+                env: &self.env,
                 input: input.as_bytes(),
                 timeout: self.timeout,
                 wait_delay: self.wait_delay,
@@ -250,10 +292,14 @@ impl Job {
                 Outcome::NotStarted(error) => {
                     // Not retried: a missing or non-executable file stays so for now.
                     let hint =
-                        if error.kind() == std::io::ErrorKind::NotFound && !program.contains('/') {
-                            " (not found in PATH)"
-                        } else {
+                        if error.kind() != std::io::ErrorKind::NotFound || program.contains('/') {
                             ""
+                        } else if self.env.clear && !self.env.set.contains_key("PATH") {
+                            // The lookup then uses the C library's default path, not ours.
+                            " (not found in /bin:/usr/bin: env_clear leaves no PATH; give an \
+                         absolute path or set env.PATH)"
+                        } else {
+                            " (not found in PATH)"
                         };
                     tracing::error!("cannot run {program}: {error}{hint}");
                     return;
@@ -293,5 +339,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("spec.retry: unknown field `retry`"), "{error}");
+    }
+
+    #[test]
+    fn env_keys_are_optional_and_checked() {
+        let spec: CommandSpec = decode_spec(
+            "group: 1\ncommand: [x]\ntimeout: 1s\nenv_clear: true\nenv:\n  LANG: C.UTF-8\n  \
+             EMPTY: ''\n",
+        )
+        .unwrap();
+        assert!(spec.env_clear);
+        assert_eq!(spec.env.get("LANG").map(String::as_str), Some("C.UTF-8"));
+        assert!(check_env(&spec.env).is_ok());
+        let spec: CommandSpec = decode_spec("group: 1\ncommand: [x]\ntimeout: 1s\nenv:\n").unwrap();
+        assert!(!spec.env_clear && spec.env.is_empty());
+
+        let env = |name: &str, value: &str| BTreeMap::from([(name.into(), value.into())]);
+        let error = check_env(&env("A=B", "x")).unwrap_err();
+        assert!(error.starts_with("spec.env: \"A=B\" cannot be a variable name"), "{error}");
+        assert!(check_env(&env("", "x")).is_err());
+        let error = check_env(&env("A", "x\0y")).unwrap_err();
+        assert_eq!(error, "spec.env.A: the value must not contain NUL");
     }
 }

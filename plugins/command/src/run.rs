@@ -1,5 +1,6 @@
-//! One attempt at running the command: spawn it in a process group of its own, feed it the
-//! addresses on stdin, log its output line by line, and bound every wait.
+//! One attempt at running the command: spawn it in a process group of its own, with the
+//! environment the spec asks for, feed it the addresses on stdin, log its output line by line
+//! (control characters escaped), and bound every wait.
 //!
 //! A single loop polls the pipes (non-blocking, so a child that never reads its input or a
 //! grandchild that keeps a pipe open cannot block us) and checks every few milliseconds
@@ -7,6 +8,7 @@
 //! the process a zombie until we reap it at the end: its pid, and so its process group id,
 //! cannot be reused meanwhile, so killing the group never hits a stranger.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -23,6 +25,8 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rgap_plugin_api::duration::GoDuration;
 
+use crate::escape::escape_controls;
+
 /// Once the listener stops, a running command gets this long (or what is left of its
 /// timeout, if less) before its process group is killed: stop stays well within the
 /// host's own grace for an output, and no command outlives the listener.
@@ -32,9 +36,18 @@ const TICK: u16 = 10;
 /// A longer line is logged in pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
 
+/// The command's environment: the listener's own, or none at all if `clear`, then `set` on
+/// top.
+#[derive(Debug, Default)]
+pub struct Environment {
+    pub clear: bool,
+    pub set: BTreeMap<String, String>,
+}
+
 /// What to run and within which limits.
 pub struct Attempt<'a> {
     pub argv: &'a [String],
+    pub env: &'a Environment,
     pub input: &'a [u8],
     pub timeout: Duration,
     /// How long to keep reading output after the process exits; zero means until the
@@ -61,12 +74,18 @@ impl Attempt<'_> {
     /// Runs the command once, to the end; never waits longer than the timeout plus the
     /// wait delay (or [`STOP_GRACE`] once stopping).
     pub fn run(&self) -> Outcome {
-        let spawned = Command::new(&self.argv[0])
+        let mut command = Command::new(&self.argv[0]);
+        if self.env.clear {
+            command.env_clear();
+        }
+        let spawned = command
             .args(&self.argv[1..])
+            .envs(&self.env.set)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own process group, led by the child: a timeout kills its children too.
+            // Its own process group, led by the child: a timeout kills its children too, and
+            // the orphan reaper (see `reaper`) knows it for one that we wait for ourselves.
             .process_group(0)
             .spawn();
         let mut child = match spawned {
@@ -285,6 +304,7 @@ impl OutputStream {
 
     fn log(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
+        let line = escape_controls(&line);
         match self.kind {
             StreamKind::Stdout => tracing::info!("stdout: {line}"),
             StreamKind::Stderr => tracing::warn!("stderr: {line}"),
@@ -336,10 +356,37 @@ mod tests {
     use super::*;
 
     fn run(argv: &[&str], input: &[u8], timeout: Duration) -> Outcome {
+        run_with(argv, &Environment::default(), input, timeout)
+    }
+
+    fn run_with(argv: &[&str], env: &Environment, input: &[u8], timeout: Duration) -> Outcome {
         let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
         let stop = AtomicBool::new(false);
-        Attempt { argv: &argv, input, timeout, wait_delay: Duration::from_millis(100), stop: &stop }
-            .run()
+        let wait_delay = Duration::from_millis(100);
+        Attempt { argv: &argv, env, input, timeout, wait_delay, stop: &stop }.run()
+    }
+
+    #[test]
+    fn the_environment_is_inherited_cleared_or_set_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let script = format!("env > '{}'", out.display());
+        let argv = ["/bin/sh", "-c", script.as_str()];
+        let set = BTreeMap::from([("RGAP_TEST_SET".to_owned(), "a value=with equals".to_owned())]);
+        let env_of = |env: &Environment| {
+            let outcome = run_with(&argv, env, b"", Duration::from_secs(60));
+            assert!(matches!(outcome, Outcome::Exited(s) if s.success()), "{outcome:?}");
+            std::fs::read_to_string(&out).unwrap()
+        };
+        // Every test process has PATH; a cleared environment does not.
+        let inherited = env_of(&Environment::default());
+        assert!(inherited.lines().any(|l| l.starts_with("PATH=")), "{inherited}");
+        let cleared = env_of(&Environment { clear: true, set: set.clone() });
+        assert!(!cleared.lines().any(|l| l.starts_with("PATH=")), "{cleared}");
+        assert!(cleared.lines().any(|l| l == "RGAP_TEST_SET=a value=with equals"), "{cleared}");
+        let added = env_of(&Environment { clear: false, set });
+        assert!(added.lines().any(|l| l.starts_with("PATH=")), "{added}");
+        assert!(added.lines().any(|l| l == "RGAP_TEST_SET=a value=with equals"), "{added}");
     }
 
     #[test]

@@ -36,6 +36,54 @@ struct HostsFileSpec {
     prepend_lines: Vec<String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     append_lines: Vec<String>,
+    /// Permissions of every file written, e.g. "0640"; absent: those of the regular file
+    /// being replaced, or 0644.
+    #[serde(default)]
+    mode: Option<FileMode>,
+}
+
+/// `mode:` as octal digits: `0640` (YAML reads a leading zero as text) or quoted, `"644"`. A
+/// bare `644` reaches us as a decimal number, and `0o640` as 416: numbers are refused rather
+/// than guessed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileMode(u32);
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FileMode, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FileMode;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("permissions as a quoted octal string, e.g. \"0640\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileMode, E> {
+                let digits = text.strip_prefix("0o").unwrap_or(text);
+                match u32::from_str_radix(digits, 8) {
+                    Ok(mode) if mode <= 0o777 && (3..=4).contains(&digits.len()) => {
+                        Ok(FileMode(mode))
+                    }
+                    _ => Err(E::custom(format!(
+                        "{text:?} is not a file mode: write three or four octal digits up to \
+                         0777, e.g. \"0640\""
+                    ))),
+                }
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<FileMode, E> {
+                Err(E::custom(format!(
+                    "{number} is read as a decimal number; write the mode as octal digits with \
+                     a leading zero or quoted, e.g. 0640 or \"640\""
+                )))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<FileMode, E> {
+                self.visit_u64(number.unsigned_abs())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// One entry of `mappings`.
@@ -91,13 +139,18 @@ impl OutputPlugin for HostsFile {
         let path = std::env::current_dir()
             .map_err(|e| format!("spec.filename: cannot resolve {}: {e}", spec.filename.display()))?
             .join(&spec.filename);
-        if path.is_dir() {
+        // A directory cannot be renamed over; a link (even to a directory) is simply replaced.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             return Err(format!("spec.filename: {} is a directory", path.display()).into());
         }
         atomic::check_writable(&path)
             .map_err(|e| format!("spec.filename: cannot write {}: {e}", path.display()))?;
+        for stale in atomic::remove_stale_temps(&path) {
+            tracing::info!("removed {}, left by an earlier run that was killed", stale.display());
+        }
         let layout = Arc::new(layout);
-        let writer = Writer::spawn(path.clone(), interval, layout.clone(), host)?;
+        let mode = spec.mode.map(|FileMode(mode)| mode);
+        let writer = Writer::spawn(path.clone(), mode, interval, layout.clone(), host)?;
         Ok(HostsFile {
             path,
             revisions: None,
@@ -227,5 +280,28 @@ mod tests {
         assert!(error.starts_with("spec.mappings[0].hostname:"), "{error}");
         assert!(layout_from(vec![mapping(" ")], vec![], vec![]).is_err());
         assert!(layout_from(vec![mapping("worker.example.com")], vec![], vec![]).is_ok());
+    }
+
+    #[test]
+    fn mode_is_a_quoted_octal_string() {
+        let mode = |yaml: &str| {
+            decode_spec::<HostsFileSpec>(&format!("interval: 5s\nfilename: hosts\nmode: {yaml}\n"))
+                .map(|spec| spec.mode)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode("\"0640\""), Ok(Some(FileMode(0o640))));
+        assert_eq!(mode("'644'"), Ok(Some(FileMode(0o644))));
+        assert_eq!(mode("\"0o600\""), Ok(Some(FileMode(0o600))));
+        assert_eq!(mode("0640"), Ok(Some(FileMode(0o640))));
+        let error = mode("640").unwrap_err();
+        assert!(error.starts_with("spec.mode: 640 is read as a decimal number"), "{error}");
+        assert!(mode("0o640").is_err());
+        for bad in ["\"0680\"", "\"4755\"", "\"rw-r--r--\"", "\"64\"", "\"\""] {
+            let error = mode(bad).unwrap_err();
+            assert!(error.starts_with("spec.mode: "), "{bad}: {error}");
+            assert!(error.contains("is not a file mode"), "{bad}: {error}");
+        }
+        let spec = decode_spec::<HostsFileSpec>("interval: 5s\nfilename: hosts\n").unwrap();
+        assert_eq!(spec.mode, None);
     }
 }

@@ -11,9 +11,10 @@
 //! undone, and a write that failed is retried; an identical file is left alone. At stop it
 //! makes that same check once more, then ends.
 
-use std::fs::File;
-use std::io::Read;
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,9 +63,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread that keeps `path` up to date, logging as this plugin instance.
+    /// Starts the thread that keeps `path` up to date (written with `mode`, see
+    /// [`atomic::replace`]), logging as this plugin instance.
     pub fn spawn(
         path: PathBuf,
+        mode: Option<u32>,
         interval: Duration,
         layout: Arc<Layout>,
         host: HostHandle,
@@ -74,7 +77,7 @@ impl Writer {
         let thread =
             std::thread::Builder::new().name("rgap hostsfile writer".into()).spawn(move || {
                 host.in_scope(|| {
-                    let mut file = TargetFile::new(path);
+                    let mut file = TargetFile::new(path, mode);
                     write_loop(&mut file, interval, &layout, &thread_shared);
                 })
             })?;
@@ -192,6 +195,8 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
 /// The hosts file and what the writer knows of it.
 struct TargetFile {
     path: PathBuf,
+    /// The spec's `mode`, if set.
+    mode: Option<u32>,
     /// The file held the wanted content after our last write or check.
     up_to_date: bool,
     /// A write has succeeded before (the first one is worth an info line).
@@ -203,8 +208,15 @@ struct TargetFile {
 }
 
 impl TargetFile {
-    fn new(path: PathBuf) -> TargetFile {
-        TargetFile { path, up_to_date: false, ever_written: false, failing: false, on_disk: vec![] }
+    fn new(path: PathBuf, mode: Option<u32>) -> TargetFile {
+        TargetFile {
+            path,
+            mode,
+            up_to_date: false,
+            ever_written: false,
+            failing: false,
+            on_disk: vec![],
+        }
     }
 
     /// The wanted content is new: the file no longer holds it.
@@ -222,8 +234,7 @@ impl TargetFile {
     /// Rewrites the file if what is on disk is not `wanted` (edited, removed, never written).
     fn assert_content(&mut self, wanted: &[u8], periodic: bool) {
         self.on_disk.clear();
-        let read = File::open(&self.path).and_then(|mut file| file.read_to_end(&mut self.on_disk));
-        if read.is_ok() && self.on_disk == wanted {
+        if read_regular_file(&self.path, &mut self.on_disk).is_ok() && self.on_disk == wanted {
             self.up_to_date = true;
             return;
         }
@@ -239,7 +250,7 @@ impl TargetFile {
     }
 
     fn write(&mut self, wanted: &[u8], periodic: bool) {
-        match atomic::replace(&self.path, wanted) {
+        match atomic::replace(&self.path, wanted, self.mode) {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("wrote {} again", self.path.display());
@@ -264,5 +275,45 @@ impl TargetFile {
                 self.up_to_date = false;
             }
         }
+    }
+}
+
+/// Reads `path` into `into` if it is a regular file. Anything planted there instead counts as
+/// "not our file" (an error), so it gets replaced: a link is not followed (its target could
+/// hold the wanted text today and other text tomorrow), and a FIFO or device is not read (an
+/// open without `O_NONBLOCK` would wait for a writer forever).
+fn read_regular_file(path: &Path, into: &mut Vec<u8>) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    file.read_to_end(into).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_regular_file_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, "1.2.3.4 worker\n").unwrap();
+        let mut content = Vec::new();
+        read_regular_file(&file, &mut content).unwrap();
+        assert_eq!(content, b"1.2.3.4 worker\n");
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(read_regular_file(&link, &mut Vec::new()).is_err());
+
+        // Returns at once instead of waiting for a writer.
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        assert!(read_regular_file(&fifo, &mut Vec::new()).is_err());
     }
 }
