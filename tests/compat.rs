@@ -260,3 +260,67 @@ fn start_error_with_plugins(dir: &Path, outputs: &str) -> String {
     assert!(last.starts_with("error: "), "{}", log.join("\n"));
     last
 }
+
+/// `rgap validate -c <config with outputs>` in a fresh directory: (exit code, stdout, stderr,
+/// the files in that directory afterwards).
+fn validate_outputs(outputs: &str) -> (Option<i32>, String, String, Vec<String>) {
+    plugin_dir();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("rgap.yaml");
+    fs::write(&path, config(free_udp_port(), "  expire: 15s\n", outputs)).unwrap();
+    let output = common::finish({
+        let mut command = rgap_command(&["validate", "-c", "rgap.yaml"]);
+        command.current_dir(work.path());
+        command
+    });
+    let mut files: Vec<String> = fs::read_dir(work.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        files,
+    )
+}
+
+#[test]
+fn validate_checks_built_in_specs_and_writes_nothing() {
+    let hostsfile = "- kind: hostsfile\n  spec:\n    interval: 5s\n    filename: hosts\n    mappings:\n    - {group: 1000, hostname: web}\n";
+    let command = "- kind: command\n  spec:\n    group: 1000\n    command: [/bin/true]\n    timeout: 5s\n";
+    let dns = "- kind: dns\n  spec:\n    bind_address: 127.0.0.1:1\n    mappings:\n      web.example.: {group: 1000}\n";
+    let all = format!("{hostsfile}{command}{dns}");
+    let (code, stdout, stderr, files) = validate_outputs(&all);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "ok: rgap.yaml: 1 group(s), 3 output(s)\n");
+    assert_eq!(files, ["rgap.yaml"], "validate wrote files");
+
+    let cases = [
+        (
+            hostsfile.replace("filename: hosts", "filename: nowhere/hosts"),
+            "outputs[0]",
+            "spec.filename: cannot write in",
+        ),
+        (
+            hostsfile.replace("interval: 5s", "interval: 0s"),
+            "outputs[0]",
+            "spec.interval: must be greater than 0",
+        ),
+        (command.replace("[/bin/true]", "[]"), "outputs[0]", "spec.command: must name the program"),
+        (
+            format!("{hostsfile}{}", command.replace("group: 1000", "group: 1000\n    bogus: 1")),
+            "outputs[1]",
+            "spec.bogus: unknown field",
+        ),
+    ];
+    for (outputs, key, message) in cases {
+        let (code, _, stderr, files) = validate_outputs(&outputs);
+        assert_eq!(code, Some(1), "{outputs}\n{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: rgap.yaml: ") && last.contains(key), "{last}");
+        assert!(last.contains(message), "{message:?} not in {last}");
+        assert_eq!(files, ["rgap.yaml"], "validate wrote files");
+    }
+}

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rgap_plugin_api::duration::GoDuration;
-use rgap_plugin_api::{export_output, BoxError, GroupSnapshot, HostHandle, OutputPlugin};
+use rgap_plugin_api::{export_output, BoxError, Counter, GroupSnapshot, HostHandle, OutputPlugin};
 use serde::{Deserialize, Deserializer};
 
 use run::{Attempt, Environment, Outcome, STOP_GRACE};
@@ -95,6 +95,26 @@ struct Job {
     timeout: Duration,
     wait_delay: Duration,
     attempts: u32,
+    runs: Runs,
+}
+
+/// `runs_total{result}`, exposed as `rgap_plugin_command_runs_total`: every attempt, by
+/// how it ended.
+struct Runs {
+    ok: Counter,
+    failed: Counter,
+    timeout: Counter,
+}
+
+impl Runs {
+    fn register(host: &HostHandle) -> Runs {
+        let runs = host.counter("runs_total", "Command runs by result", &["result"]);
+        Runs {
+            ok: runs.with_labels(&["ok"]),
+            failed: runs.with_labels(&["failed"]),
+            timeout: runs.with_labels(&["timeout"]),
+        }
+    }
 }
 
 /// What the delivery thread and the runner share.
@@ -135,22 +155,12 @@ impl OutputPlugin for CommandOutput {
     const WANTS_EVENTS: bool = false;
     type Spec = CommandSpec;
 
+    fn validate(spec: &CommandSpec, _host: &HostHandle) -> Result<(), BoxError> {
+        check_spec(spec)
+    }
+
     fn create(spec: CommandSpec, host: HostHandle) -> Result<Self, BoxError> {
-        match spec.command.first() {
-            None => {
-                return Err("spec.command: must name the program to run, then its arguments \
-                            (a list, e.g. [\"/usr/local/bin/sync\", \"--group\", \"1000\"])"
-                    .into())
-            }
-            Some(program) if program.is_empty() => {
-                return Err("spec.command[0]: the program must not be empty".into())
-            }
-            Some(_) => {}
-        }
-        if spec.timeout.get().is_zero() {
-            return Err("spec.timeout: must be greater than 0 (e.g. 5s)".into());
-        }
-        check_env(&spec.env)?;
+        check_spec(&spec)?;
         if let Err(error) = reaper::start(&host) {
             tracing::warn!("{error}; processes that commands leave behind go to init instead");
         }
@@ -160,6 +170,7 @@ impl OutputPlugin for CommandOutput {
             timeout: spec.timeout.get(),
             wait_delay: spec.wait_delay.get(),
             attempts: spec.retries.clamp(1, i64::from(u32::MAX)) as u32,
+            runs: Runs::register(&host),
         };
         let shared = Arc::new(Shared::default());
         let runner_shared = shared.clone();
@@ -273,14 +284,21 @@ impl Job {
             .run();
             match outcome {
                 Outcome::Exited(status) if status.success() => {
+                    self.runs.ok.inc();
                     tracing::info!("{program} succeeded{of}");
                     return;
                 }
-                Outcome::Exited(status) => tracing::warn!("{program} failed{of}: {status}"),
-                Outcome::TimedOut => tracing::warn!(
-                    "{program} timed out after {}{of}; killed its process group",
-                    GoDuration(self.timeout)
-                ),
+                Outcome::Exited(status) => {
+                    self.runs.failed.inc();
+                    tracing::warn!("{program} failed{of}: {status}");
+                }
+                Outcome::TimedOut => {
+                    self.runs.timeout.inc();
+                    tracing::warn!(
+                        "{program} timed out after {}{of}; killed its process group",
+                        GoDuration(self.timeout)
+                    );
+                }
                 Outcome::Interrupted => {
                     tracing::warn!(
                         "{program} still running {} after the listener began to stop; killed \
@@ -290,6 +308,7 @@ impl Job {
                     return;
                 }
                 Outcome::NotStarted(error) => {
+                    self.runs.failed.inc();
                     // Not retried: a missing or non-executable file stays so for now.
                     let hint =
                         if error.kind() != std::io::ErrorKind::NotFound || program.contains('/') {
@@ -318,6 +337,26 @@ impl Job {
             self.attempts
         );
     }
+}
+
+/// Every check of a spec that touches nothing.
+fn check_spec(spec: &CommandSpec) -> Result<(), BoxError> {
+    match spec.command.first() {
+        None => {
+            return Err("spec.command: must name the program to run, then its arguments \
+                        (a list, e.g. [\"/usr/local/bin/sync\", \"--group\", \"1000\"])"
+                .into())
+        }
+        Some(program) if program.is_empty() => {
+            return Err("spec.command[0]: the program must not be empty".into())
+        }
+        Some(_) => {}
+    }
+    if spec.timeout.get().is_zero() {
+        return Err("spec.timeout: must be greater than 0 (e.g. 5s)".into());
+    }
+    check_env(&spec.env)?;
+    Ok(())
 }
 
 export_output!(CommandOutput);

@@ -21,7 +21,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub const DEFAULT_MODE: u32 = 0o644;
 
 /// The directory that holds `path` (`path` is absolute, so it has one).
-pub fn directory_of(path: &Path) -> &Path {
+pub(crate) fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -87,7 +87,7 @@ impl<'de> Deserialize<'de> for FileMode {
 }
 
 /// One entry of `mappings`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MappingSpec {
     group: u64,
@@ -127,22 +127,18 @@ impl OutputPlugin for HostsFile {
     const WANTS_EVENTS: bool = false;
     type Spec = HostsFileSpec;
 
+    fn validate(spec: &HostsFileSpec, _host: &HostHandle) -> Result<(), BoxError> {
+        let (path, _) = checked(spec)?;
+        // Without creating anything: the directory exists and we may write in it.
+        let dir = atomic::directory_of(&path);
+        nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| format!("spec.filename: cannot write in {}: {e}", dir.display()))?;
+        Ok(())
+    }
+
     fn create(spec: HostsFileSpec, host: HostHandle) -> Result<Self, BoxError> {
+        let (path, layout) = checked(&spec)?;
         let interval = spec.interval.get();
-        if interval.is_zero() {
-            return Err("spec.interval: must be greater than 0".into());
-        }
-        if spec.filename.as_os_str().is_empty() {
-            return Err("spec.filename: must not be empty".into());
-        }
-        let layout = layout_from(spec.mappings, spec.prepend_lines, spec.append_lines)?;
-        let path = std::env::current_dir()
-            .map_err(|e| format!("spec.filename: cannot resolve {}: {e}", spec.filename.display()))?
-            .join(&spec.filename);
-        // A directory cannot be renamed over; a link (even to a directory) is simply replaced.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            return Err(format!("spec.filename: {} is a directory", path.display()).into());
-        }
         atomic::check_writable(&path)
             .map_err(|e| format!("spec.filename: cannot write {}: {e}", path.display()))?;
         for stale in atomic::remove_stale_temps(&path) {
@@ -150,7 +146,13 @@ impl OutputPlugin for HostsFile {
         }
         let layout = Arc::new(layout);
         let mode = spec.mode.map(|FileMode(mode)| mode);
-        let writer = Writer::spawn(path.clone(), mode, interval, layout.clone(), host)?;
+        let metrics = writer::Metrics {
+            writes: host.counter("writes_total", "Hosts file rewrites", &[]).with_labels(&[]),
+            write_errors: host
+                .counter("write_errors_total", "Hosts file rewrites that failed", &[])
+                .with_labels(&[]),
+        };
+        let writer = Writer::spawn(path.clone(), mode, interval, layout.clone(), host, metrics)?;
         Ok(HostsFile {
             path,
             revisions: None,
@@ -203,6 +205,26 @@ impl OutputPlugin for HostsFile {
 }
 
 /// Checks the mappings and lines and builds the file's layout.
+/// Every check of a spec that touches nothing: its resolved path and layout.
+fn checked(spec: &HostsFileSpec) -> Result<(PathBuf, Layout), BoxError> {
+    if spec.interval.get().is_zero() {
+        return Err("spec.interval: must be greater than 0".into());
+    }
+    if spec.filename.as_os_str().is_empty() {
+        return Err("spec.filename: must not be empty".into());
+    }
+    let layout =
+        layout_from(spec.mappings.clone(), spec.prepend_lines.clone(), spec.append_lines.clone())?;
+    let path = std::env::current_dir()
+        .map_err(|e| format!("spec.filename: cannot resolve {}: {e}", spec.filename.display()))?
+        .join(&spec.filename);
+    // A directory cannot be renamed over; a link (even to a directory) is simply replaced.
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("spec.filename: {} is a directory", path.display()).into());
+    }
+    Ok((path, layout))
+}
+
 fn layout_from(
     mappings: Vec<MappingSpec>,
     prepend_lines: Vec<String>,

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rgap_plugin_api::HostHandle;
+use rgap_plugin_api::{Counter, HostHandle};
 use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 
 use crate::atomic;
@@ -71,13 +71,14 @@ impl Writer {
         interval: Duration,
         layout: Arc<Layout>,
         host: HostHandle,
+        metrics: Metrics,
     ) -> std::io::Result<Writer> {
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         let thread =
             std::thread::Builder::new().name("rgap hostsfile writer".into()).spawn(move || {
                 host.in_scope(|| {
-                    let mut file = TargetFile::new(path, mode);
+                    let mut file = TargetFile::new(path, mode, metrics);
                     write_loop(&mut file, interval, &layout, &thread_shared);
                 })
             })?;
@@ -205,10 +206,19 @@ struct TargetFile {
     failing: bool,
     /// The file as last read back, kept for its memory.
     on_disk: Vec<u8>,
+    metrics: Metrics,
+}
+
+/// What the writer counts, exposed as `rgap_plugin_hostsfile_<name>`.
+pub struct Metrics {
+    /// `writes_total`: files written (renamed into place).
+    pub writes: Counter,
+    /// `write_errors_total`: writes that failed.
+    pub write_errors: Counter,
 }
 
 impl TargetFile {
-    fn new(path: PathBuf, mode: Option<u32>) -> TargetFile {
+    fn new(path: PathBuf, mode: Option<u32>, metrics: Metrics) -> TargetFile {
         TargetFile {
             path,
             mode,
@@ -216,6 +226,7 @@ impl TargetFile {
             ever_written: false,
             failing: false,
             on_disk: vec![],
+            metrics,
         }
     }
 
@@ -252,6 +263,7 @@ impl TargetFile {
     fn write(&mut self, wanted: &[u8], periodic: bool) {
         match atomic::replace(&self.path, wanted, self.mode) {
             Ok(()) => {
+                self.metrics.writes.inc();
                 if self.failing {
                     tracing::info!("wrote {} again", self.path.display());
                 } else if !self.ever_written {
@@ -264,6 +276,7 @@ impl TargetFile {
                 self.up_to_date = true;
             }
             Err(error) => {
+                self.metrics.write_errors.inc();
                 // Once when the trouble starts, then once per interval, not once per change.
                 if !self.failing || periodic {
                     tracing::warn!(

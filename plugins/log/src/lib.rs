@@ -53,11 +53,16 @@ impl OutputPlugin for LogOutput {
     const WANTS_EVENTS: bool = false;
     type Spec = LogSpec;
 
-    fn create(spec: LogSpec, host: HostHandle) -> Result<Self, BoxError> {
-        let interval = spec.interval.get();
-        if interval.is_zero() {
+    fn validate(spec: &LogSpec, _host: &HostHandle) -> Result<(), BoxError> {
+        if spec.interval.get().is_zero() {
             return Err("spec.interval: must be greater than 0".into());
         }
+        Ok(())
+    }
+
+    fn create(spec: LogSpec, host: HostHandle) -> Result<Self, BoxError> {
+        Self::validate(&spec, &host)?;
+        let interval = spec.interval.get();
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let timer_shared = shared.clone();
         let timer = std::thread::Builder::new()
