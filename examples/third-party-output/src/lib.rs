@@ -15,7 +15,9 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use rgap_plugin_api::{export_output, BoxError, Event, GroupSnapshot, HostHandle, OutputPlugin};
+use rgap_plugin_api::{
+    export_output, BoxError, Counter, Event, GroupSnapshot, HostHandle, OutputPlugin,
+};
 use serde::{Deserialize, Serialize};
 
 /// `spec:` of an `acme_audit` output.
@@ -49,6 +51,8 @@ struct Audit {
     out: BufWriter<File>,
     /// Set by `Event::Resync`: the next snapshot is written out in full.
     resync_pending: bool,
+    /// `rgap_plugin_acme_audit_lines_total` on rgap's `/metrics`.
+    lines: Counter,
 }
 
 impl Audit {
@@ -58,7 +62,9 @@ impl Audit {
 
     fn write(&mut self, record: &Record<'_>) -> Result<(), BoxError> {
         serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n").map_err(|error| self.io_error(error))
+        self.out.write_all(b"\n").map_err(|error| self.io_error(error))?;
+        self.lines.inc();
+        Ok(())
     }
 
     fn io_error(&self, error: std::io::Error) -> BoxError {
@@ -99,7 +105,14 @@ impl OutputPlugin for Audit {
             .open(&path)
             .map_err(|error| format!("spec.path: cannot open {}: {error}", path.display()))?;
         tracing::info!("auditing to {}", path.display());
-        Ok(Audit { path, groups: spec.groups, out: BufWriter::new(file), resync_pending: false })
+        let lines = host.counter("lines_total", "Audit lines written", &[]).with_labels(&[]);
+        Ok(Audit {
+            path,
+            groups: spec.groups,
+            out: BufWriter::new(file),
+            resync_pending: false,
+            lines,
+        })
     }
 
     fn on_event(&mut self, event: &Event) -> Result<(), BoxError> {
@@ -187,6 +200,7 @@ mod tests {
         assert_eq!(records[0]["expires_at_unix_us"], joined.expires_at_unix_us);
         assert_eq!(records[1]["event"], "leave");
         assert_eq!(audit.calls().events, 3);
+        assert_eq!(audit.metric("lines_total", &[]), Some(2));
         assert!(audit.logged("auditing to"), "{:?}", audit.logs());
     }
 
