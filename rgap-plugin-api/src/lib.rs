@@ -73,6 +73,23 @@
 //! a directory named in `RGAP_PLUGIN_PATH` or the config's `plugin_dirs` (or into
 //! `/usr/lib/rgap/plugins`), and use `kind: hello` in the listener's `outputs`.
 //!
+//! # Compatibility promise
+//!
+//! A plugin built against any 0.1.z of this crate loads and works in every rgap of the 0.1
+//! line. The crate only grows by appended, optional entry points (fields after the last of
+//! [`OutputModule`], methods after the last of [`Host`]), each read as optional; the data
+//! types ([`Member`], [`GroupSnapshot`], [`Event`]) never change. abi_stable accepts a plugin
+//! with more appended fields than the host knows but refuses one with fewer, so the host
+//! also checks a plugin against the frozen root types of each earlier release ([`compat`]).
+//! The full guide, with the threading contract and shipping advice, is `docs/plugin-guide.md`
+//! in the rgap repository.
+//!
+//! # Testing
+//!
+//! With the `testkit` feature (a dev-dependency), `testkit::Harness` makes an instance from
+//! spec YAML through the same FFI glue rgap uses, feeds it events and snapshots, and shows its
+//! log lines, metrics and the calls that crossed the boundary.
+//!
 //! # Rules the glue enforces
 //!
 //! * A panic in any method (or in `Drop`) is caught at the boundary and reported to the host
