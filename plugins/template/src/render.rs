@@ -52,6 +52,7 @@ impl Template {
     }
 
     /// The template file.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

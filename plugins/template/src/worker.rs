@@ -169,11 +169,10 @@ fn work_loop(job: &Validated, shared: &Shared) {
         pacer.record(thread_cpu_time().saturating_sub(started));
         match rendered {
             Ok(text) => update(job, &text, &shared.stopping),
-            Err(error) => tracing::error!(
-                "cannot render {}: {error}; {} left as it is",
-                job.template.path().display(),
-                job.destination.display()
-            ),
+            Err(error) => {
+                let shown = job.destination.display();
+                tracing::error!("cannot render {shown}: {error}; {shown} left as it is")
+            }
         }
     }
 }
@@ -200,6 +199,8 @@ fn update(job: &Validated, text: &str, stop: &AtomicBool) {
             .collect();
         let done = run_logged("check_command", &argv, job.command_timeout, stop);
         if !done.succeeded() {
+            // Removed before saying so, so that whoever reads the log finds it gone.
+            drop(candidate);
             tracing::error!(
                 "check_command {} rejected the new {shown} ({}); {shown} left as it is, \
                  retrying at the next change; {}",
