@@ -144,7 +144,7 @@ fn a_burst_of_joins_under_wait_gives_one_render_and_one_reload() {
             port,
             "5m",
             "- kind: template\n  spec:\n    source: t.j2\n    destination: out.conf\n    \
-             wait: {min: 1s, max: 30s}\n    \
+             wait: {min: 1s, max: 30s}\n    mode: \"0600\"\n    \
              reload_command: [sh, -c, 'echo $(wc -l < out.conf) >> reloads']\n",
         ),
         &[("t.j2", ADDRESSES_TEMPLATE)],
@@ -161,6 +161,8 @@ fn a_burst_of_joins_under_wait_gives_one_render_and_one_reload() {
     assert!(eventually(|| read(&reloads).ends_with("52\n")), "{:?}", read(&reloads));
     assert_eq!(read(&reloads), "1\n51\n52\n", "one render and one reload per quiet period");
     assert_eq!(listener.lines_with(": wrote ").len(), 3, "{:#?}", listener.log());
+    let mode = std::fs::metadata(listener.dir.path().join("out.conf")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777, 0o600);
     assert!(listener.terminate().success());
 }
 
@@ -269,6 +271,26 @@ fn a_render_error_is_logged_with_its_line_and_leaves_the_destination() {
     let path = listener.dir.path().join("out.conf");
     assert!(error.contains(&format!("{} left as it is", path.display())), "{error}");
     assert_eq!(read(&path), "previous\n");
+    assert!(listener.terminate().success());
+}
+
+#[test]
+fn a_group_not_in_the_listener_is_named_and_nothing_is_rendered() {
+    let port = common::free_udp_port();
+    let listener = start(
+        &one_group(
+            port,
+            "15s",
+            &template_output(
+                "    source: t.j2\n    destination: out.conf\n    groups: [1000, 3000]\n",
+            ),
+        ),
+        &[("t.j2", ADDRESSES_TEMPLATE)],
+    );
+    let warning = listener.wait_for_log("not rendering");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("group(s) 3000 are not configured in the listener"), "{warning}");
+    assert!(!listener.dir.path().join("out.conf").exists());
     assert!(listener.terminate().success());
 }
 
