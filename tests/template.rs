@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     announcement, announcement_at, eventually, send_to, spawn_listener_with_files, RunningListener,
@@ -144,7 +144,7 @@ fn a_burst_of_joins_under_wait_gives_one_render_and_one_reload() {
             port,
             "5m",
             "- kind: template\n  spec:\n    source: t.j2\n    destination: out.conf\n    \
-             wait: {min: 1s, max: 30s}\n    mode: \"0600\"\n    \
+             wait: {min: 2s, max: 30s}\n    mode: \"0600\"\n    \
              reload_command: [sh, -c, 'echo $(wc -l < out.conf) >> reloads']\n",
         ),
         &[("t.j2", ADDRESSES_TEMPLATE)],
@@ -152,8 +152,12 @@ fn a_burst_of_joins_under_wait_gives_one_render_and_one_reload() {
     let reloads = listener.dir.path().join("reloads");
     assert!(eventually(|| read(&reloads) == "1\n"), "{:?}", read(&reloads));
 
-    let burst: Vec<String> = (1..=50).map(|i| format!("10.1.0.{i}")).collect();
-    announce(to, 1000, &burst.iter().map(String::as_str).collect::<Vec<_>>());
+    // Spread over about a second, so that without `wait` the joins would reach the output
+    // in many snapshots and be rendered many times.
+    for i in 1..=50 {
+        announce(to, 1000, &[&format!("10.1.0.{i}")]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // One more change after the burst was rendered: its render comes last, so any extra
     // render of the burst would show before it.
     assert!(eventually(|| read(&reloads).lines().count() >= 2), "{:?}", read(&reloads));
