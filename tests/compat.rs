@@ -289,7 +289,8 @@ fn validate_outputs(outputs: &str) -> (Option<i32>, String, String, Vec<String>)
 #[test]
 fn validate_checks_built_in_specs_and_writes_nothing() {
     let hostsfile = "- kind: hostsfile\n  spec:\n    interval: 5s\n    filename: hosts\n    mappings:\n    - {group: 1000, hostname: web}\n";
-    let command = "- kind: command\n  spec:\n    group: 1000\n    command: [/bin/true]\n    timeout: 5s\n";
+    let command =
+        "- kind: command\n  spec:\n    group: 1000\n    command: [/bin/true]\n    timeout: 5s\n";
     let dns = "- kind: dns\n  spec:\n    bind_address: 127.0.0.1:1\n    mappings:\n      web.example.: {group: 1000}\n";
     let all = format!("{hostsfile}{command}{dns}");
     let (code, stdout, stderr, files) = validate_outputs(&all);

@@ -156,9 +156,29 @@ pub fn spawn_listener_wrapped(config: &str, wrapper: &[&str]) -> RunningListener
     spawn_listener_full(config, &[], wrapper)
 }
 
-fn spawn_listener_full(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> RunningListener {
-    plugin_dir();
+/// As [`spawn_listener`], with `files` (relative path, content) written into the
+/// listener's directory first, e.g. a template the config names relatively.
+pub fn spawn_listener_with_files(config: &str, files: &[(&str, &str)]) -> RunningListener {
     let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    spawn_listener_in(dir, config, &[], &[])
+}
+
+fn spawn_listener_full(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> RunningListener {
+    spawn_listener_in(tempfile::tempdir().unwrap(), config, env, wrapper)
+}
+
+fn spawn_listener_in(
+    dir: tempfile::TempDir,
+    config: &str,
+    env: &[(&str, &str)],
+    wrapper: &[&str],
+) -> RunningListener {
+    plugin_dir();
     let config_path = dir.path().join("rgap.yaml");
     std::fs::write(&config_path, config).unwrap();
     let mut command = match wrapper.split_first() {
