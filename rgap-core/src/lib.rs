@@ -12,4 +12,5 @@ pub mod listener;
 pub mod plugin_host;
 pub mod protocol;
 pub mod psk;
+pub mod systemd;
 pub mod validate;
