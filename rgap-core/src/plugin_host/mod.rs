@@ -12,7 +12,9 @@ mod validate;
 mod view;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -60,12 +62,37 @@ fn searched_list(dirs: &[PathBuf]) -> String {
 /// A running output: its mailbox and its delivery thread.
 struct RunningOutput {
     name: String,
-    kind: String,
+    /// What it was made from: an output whose kind and spec are unchanged by a reload keeps
+    /// running untouched.
+    config: OutputConfig,
     wants_events: bool,
     metrics: Arc<MetricRegistry>,
     mailbox: Arc<Mailbox>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     finished: crossbeam_channel::Receiver<()>,
+}
+
+impl RunningOutput {
+    /// Delivers what is queued, calls `stop()` and waits up to `grace` for the thread; one
+    /// stuck longer is abandoned with a warning so that shutdown and reloads stay prompt.
+    fn stop(&self, grace: Duration) {
+        self.mailbox.request_stop();
+        let started = Instant::now();
+        match self.finished.recv_timeout(grace) {
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = thread.join();
+                }
+                tracing::debug!("output {} stopped in {:?}", self.name, started.elapsed());
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    "output {} did not stop within {grace:?}; leaving it behind",
+                    self.name
+                );
+            }
+        }
+    }
 }
 
 /// The metrics one output instance registered, for the listener to expose.
@@ -78,9 +105,21 @@ pub struct OutputMetrics {
     pub registry: Arc<MetricRegistry>,
 }
 
-/// All running outputs, in config order.
+/// How a reload changed the outputs: `outputs +added -removed ~changed =kept`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputChanges {
+    pub added: usize,
+    pub removed: usize,
+    /// New instances that replaced one of the same kind with another spec.
+    pub changed: usize,
+    /// Instances left running untouched.
+    pub kept: usize,
+}
+
+/// All running outputs, in config order. The list is swapped whole on a reload, so the
+/// group table's `notify` never waits for one.
 pub struct PluginHost {
-    outputs: Vec<RunningOutput>,
+    outputs: ArcSwap<Vec<Arc<RunningOutput>>>,
 }
 
 impl PluginHost {
@@ -92,48 +131,30 @@ impl PluginHost {
         view: SharedView,
         env: &HostEnv,
     ) -> Result<PluginHost, StartError> {
-        let mut deliveries = Vec::with_capacity(configs.len());
-        for (index, config) in configs.iter().enumerate() {
-            let prepared = prepare(index, config, dirs, &view, env);
-            match prepared {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(error) => {
-                    for (delivery, mut output) in deliveries.into_iter().rev() {
-                        let _ = output.stop();
-                        drop(delivery);
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        let mut host = PluginHost { outputs: Vec::with_capacity(deliveries.len()) };
-        for (delivery, output) in deliveries {
-            let name = delivery.name.clone();
-            match spawn(delivery, output) {
-                Ok(running) => host.outputs.push(running),
-                Err(error) => {
-                    host.shutdown(THREAD_FAILURE_GRACE);
-                    return Err(StartError::Thread { name, message: error.to_string() });
-                }
-            }
-        }
-        Ok(host)
+        let wanted: Vec<(usize, &OutputConfig)> = configs.iter().enumerate().collect();
+        let outputs = start_all(&wanted, dirs, &view, env)?;
+        Ok(PluginHost { outputs: ArcSwap::from_pointee(outputs) })
     }
 
     /// Number of running outputs.
     pub fn len(&self) -> usize {
-        self.outputs.len()
+        self.outputs.load().len()
     }
 
     /// True when no output is configured.
     pub fn is_empty(&self) -> bool {
-        self.outputs.is_empty()
+        self.outputs.load().is_empty()
+    }
+
+    /// The instance names, in config order.
+    pub fn names(&self) -> Vec<String> {
+        self.outputs.load().iter().map(|output| output.name.clone()).collect()
     }
 
     /// Hands `events` (possibly none) and a new snapshot to every output; never blocks.
     /// Outputs that work from snapshots alone are not even queued the events.
     pub fn notify(&self, events: &[Event]) {
-        for output in &self.outputs {
+        for output in self.outputs.load().iter() {
             output.mailbox.push(if output.wants_events { events } else { &[] });
         }
     }
@@ -141,37 +162,122 @@ impl PluginHost {
     /// The metrics every output registered, in config order.
     pub fn output_metrics(&self) -> Vec<OutputMetrics> {
         self.outputs
+            .load()
             .iter()
             .map(|output| OutputMetrics {
                 output: output.name.clone(),
-                kind: output.kind.clone(),
+                kind: output.config.kind.clone(),
                 registry: output.metrics.clone(),
             })
             .collect()
     }
 
-    /// Delivers what is queued, then stops outputs in reverse order, waiting up to `grace`
-    /// for each; an output stuck longer is abandoned with a warning so shutdown stays prompt.
-    pub fn shutdown(mut self, grace: Duration) {
-        while let Some(mut output) = self.outputs.pop() {
-            output.mailbox.request_stop();
-            let started = Instant::now();
-            match output.finished.recv_timeout(grace) {
-                Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    if let Some(thread) = output.thread.take() {
-                        let _ = thread.join();
-                    }
-                    tracing::debug!("output {} stopped in {:?}", output.name, started.elapsed());
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    tracing::warn!(
-                        "output {} did not stop within {grace:?}; leaving it behind",
-                        output.name
-                    );
+    /// Makes the running outputs those of `configs`, all or nothing: an output whose kind and
+    /// spec are unchanged keeps running (same instance); new and changed ones are created
+    /// first, each starting from a snapshot; only when all of them started are the replaced
+    /// and removed ones stopped. If one fails, those just made are stopped and the running
+    /// set is left exactly as it was.
+    pub fn reconcile(
+        &self,
+        configs: &[OutputConfig],
+        dirs: &[PathBuf],
+        view: &SharedView,
+        env: &HostEnv,
+        grace: Duration,
+    ) -> Result<OutputChanges, StartError> {
+        let old = self.outputs.load_full();
+        let mut unclaimed: Vec<Option<&Arc<RunningOutput>>> = old.iter().map(Some).collect();
+        let mut kept: Vec<Option<Arc<RunningOutput>>> = Vec::with_capacity(configs.len());
+        let mut to_start = Vec::new();
+        for (index, config) in configs.iter().enumerate() {
+            let same = unclaimed.iter_mut().find(|slot| {
+                slot.is_some_and(|output| {
+                    output.config.kind == config.kind && output.config.spec_yaml == config.spec_yaml
+                })
+            });
+            match same.and_then(Option::take) {
+                Some(output) => kept.push(Some(output.clone())),
+                None => {
+                    kept.push(None);
+                    to_start.push((index, config));
                 }
             }
         }
+        let started = start_all(&to_start, dirs, view, env)?;
+        let retired: Vec<Arc<RunningOutput>> = unclaimed.into_iter().flatten().cloned().collect();
+        let mut changes = OutputChanges {
+            kept: kept.iter().filter(|slot| slot.is_some()).count(),
+            ..OutputChanges::default()
+        };
+        let mut retired_kinds: Vec<&str> =
+            retired.iter().map(|output| output.config.kind.as_str()).collect();
+        for output in &started {
+            match retired_kinds.iter().position(|kind| *kind == output.config.kind) {
+                Some(position) => {
+                    retired_kinds.remove(position);
+                    changes.changed += 1;
+                }
+                None => changes.added += 1,
+            }
+        }
+        changes.removed = retired_kinds.len();
+        let mut started = started.into_iter();
+        let outputs: Vec<Arc<RunningOutput>> = kept
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| started.next().expect("one started per gap")))
+            .collect();
+        self.outputs.store(Arc::new(outputs));
+        for output in retired.iter().rev() {
+            output.stop(grace);
+        }
+        Ok(changes)
     }
+
+    /// Delivers what is queued, then stops outputs in reverse order, waiting up to `grace`
+    /// for each.
+    pub fn shutdown(&self, grace: Duration) {
+        let outputs = self.outputs.swap(Arc::new(Vec::new()));
+        for output in outputs.iter().rev() {
+            output.stop(grace);
+        }
+    }
+}
+
+/// Creates `wanted` (config index, config) and starts their delivery threads; on any
+/// failure stops those already made and returns the error.
+fn start_all(
+    wanted: &[(usize, &OutputConfig)],
+    dirs: &[PathBuf],
+    view: &SharedView,
+    env: &HostEnv,
+) -> Result<Vec<Arc<RunningOutput>>, StartError> {
+    let mut deliveries = Vec::with_capacity(wanted.len());
+    for &(index, config) in wanted {
+        match prepare(index, config, dirs, view, env) {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(error) => {
+                for (delivery, mut output) in deliveries.into_iter().rev() {
+                    let _ = output.stop();
+                    drop(delivery);
+                }
+                return Err(error);
+            }
+        }
+    }
+    let mut running: Vec<Arc<RunningOutput>> = Vec::with_capacity(deliveries.len());
+    for (delivery, output) in deliveries {
+        let name = delivery.name.clone();
+        match spawn(delivery, output) {
+            Ok(output) => running.push(Arc::new(output)),
+            Err(error) => {
+                for output in running.iter().rev() {
+                    output.stop(THREAD_FAILURE_GRACE);
+                }
+                return Err(StartError::Thread { name, message: error.to_string() });
+            }
+        }
+    }
+    Ok(running)
 }
 
 /// Finds and loads the plugin of `outputs[index]`.
@@ -239,7 +345,10 @@ const THREAD_FAILURE_GRACE: Duration = Duration::from_secs(5);
 fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Result<RunningOutput> {
     let (done, finished) = crossbeam_channel::bounded(1);
     let name = delivery.name.clone();
-    let kind = delivery.plugin.kind().to_owned();
+    let config = OutputConfig {
+        kind: delivery.plugin.kind().to_owned(),
+        spec_yaml: delivery.spec_yaml.clone(),
+    };
     let wants_events = delivery.plugin.wants_events();
     let metrics = delivery.metrics.clone();
     let mailbox = delivery.mailbox.clone();
@@ -247,7 +356,15 @@ fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Res
         delivery.run(output);
         let _ = done.send(());
     })?;
-    Ok(RunningOutput { name, kind, wants_events, metrics, mailbox, thread: Some(thread), finished })
+    Ok(RunningOutput {
+        name,
+        config,
+        wants_events,
+        metrics,
+        mailbox,
+        thread: Mutex::new(Some(thread)),
+        finished,
+    })
 }
 
 #[cfg(test)]
