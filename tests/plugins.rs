@@ -706,6 +706,44 @@ fn repeated_panics_back_off_doubling_then_heal() {
     let log = listener.log();
     assert!(listener.terminate().success());
     assert_no_leaked_panic(&log);
+    // The waits really happened: each re-creation comes at least its backoff after the panic
+    // (a lower bound, however slow the machine), and they double.
+    let panicked = log_times(&log, "output testkit#0 panicked:");
+    let recreated = log_times(&log, "output testkit#0 re-created");
+    assert_eq!((panicked.len(), recreated.len()), (3, 3), "{}", log.join("\n"));
+    for (k, wait_secs) in [1.0, 2.0, 4.0].into_iter().enumerate() {
+        let gap = recreated[k].duration_since(panicked[k]).unwrap().as_secs_f64();
+        assert!(gap >= wait_secs * 0.95, "re-creation {k} came {gap:.3}s after its panic");
+    }
+}
+
+/// The timestamps of the log lines containing `needle`.
+fn log_times(log: &[String], needle: &str) -> Vec<std::time::SystemTime> {
+    log.iter()
+        .filter(|line| line.contains(needle))
+        .map(|line| {
+            let stamp = line.split_whitespace().next().unwrap_or_default();
+            humantime::parse_rfc3339(stamp).unwrap_or_else(|e| panic!("{stamp:?}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_panics_on_a_plugin_thread_log_a_bounded_number_of_lines() {
+    let work = tempfile::tempdir().unwrap();
+    let record = work.path().join("testkit.txt");
+    let outputs = testkit(&record, "thread_panics: 1000");
+    let listener = start(&listener_config(free_udp_port(), "", &outputs), &[]);
+    listener.wait_for_log("testkit: 1000 thread panic(s) done");
+    let log = listener.log();
+    assert!(listener.terminate().success());
+    let reported =
+        log.iter().filter(|line| line.contains("panicked: testkit: thread panic")).count();
+    // The first ones are reported, with their message; the rest only counted.
+    assert!(reported >= 1, "no panic reported:\n{}", log.join("\n"));
+    assert!(reported <= 20, "{reported} panic lines for 1000 panics");
+    assert!(log.len() < 100, "{} log lines for 1000 panics", log.len());
+    assert_no_leaked_panic(&log);
 }
 
 #[test]
