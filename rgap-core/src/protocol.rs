@@ -265,7 +265,11 @@ impl Verifier {
     /// Checks the signature of `raw` as a datagram of `kind`, in constant time. The version
     /// field is not looked at: the caller has read `kind` from it.
     #[inline]
-    pub fn check_signature(&self, raw: &RawAnnouncement<'_>, kind: Kind) -> Result<(), VerifyError> {
+    pub fn check_signature(
+        &self,
+        raw: &RawAnnouncement<'_>,
+        kind: Kind,
+    ) -> Result<(), VerifyError> {
         let bytes = raw.bytes();
         let mut mac = match kind {
             Kind::Announce => self.announce.clone(),
@@ -285,7 +289,11 @@ impl Verifier {
         self.verify_as(raw, Kind::Leave)
     }
 
-    fn verify_as(&self, raw: &RawAnnouncement<'_>, kind: Kind) -> Result<Announcement, VerifyError> {
+    fn verify_as(
+        &self,
+        raw: &RawAnnouncement<'_>,
+        kind: Kind,
+    ) -> Result<Announcement, VerifyError> {
         if raw.version != kind.version() {
             let expected = match kind {
                 Kind::Announce => "0x0100",
