@@ -191,10 +191,7 @@ impl Config {
                 key: format!("groups[{index}].psk_file"),
                 message,
             };
-            let text = std::fs::read_to_string(&*file)
-                .map_err(|e| error(format!("cannot read {}: {e}", file.display())))?;
-            let keys = crate::psk::parse_key_file(&text)
-                .map_err(|e| error(format!("{}: {e}", file.display())))?;
+            let keys = crate::psk::read_key_file(file).map_err(error)?;
             group.psk = PskList::from(keys);
             if !self.key_files.contains(file) {
                 self.key_files.push(file.clone());
@@ -206,18 +203,9 @@ impl Config {
     /// One warning for each file holding keys that users other than its owner may read:
     /// `<file> is readable by others (mode 0644) and holds pre-shared keys: chmod 600 it`.
     pub fn key_file_warnings(&self) -> Vec<String> {
-        use std::os::unix::fs::PermissionsExt;
         self.key_files
             .iter()
-            .filter_map(|file| {
-                let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o7777;
-                (mode & 0o044 != 0).then(|| {
-                    format!(
-                        "{} is readable by others (mode {mode:04o}) and holds pre-shared keys: chmod 600 it",
-                        file.display()
-                    )
-                })
-            })
+            .filter_map(|file| crate::psk::readable_by_others_warning(file))
             .collect()
     }
 

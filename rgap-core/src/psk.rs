@@ -211,6 +211,26 @@ pub fn parse_key_file(text: &str) -> Result<Vec<Psk>, KeyFileError> {
     Ok(keys)
 }
 
+/// Reads the keys of the key file at `path`; the error names the file (and the line).
+pub fn read_key_file(path: &std::path::Path) -> Result<Vec<Psk>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    parse_key_file(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// The warning for a file holding keys that users other than its owner may read, if it is
+/// one: `<file> is readable by others (mode 0644) and holds pre-shared keys: chmod 600 it`.
+pub fn readable_by_others_warning(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} is readable by others (mode {mode:04o}) and holds pre-shared keys: chmod 600 it",
+            path.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
