@@ -15,6 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use common::*;
 use hmac::{Hmac, Mac};
+use nix::sys::signal::Signal;
 use rgap_core::protocol::unix_micros;
 use sha2::Sha256;
 
@@ -51,9 +52,13 @@ fn leave_at(group: u64, ip: &str, psk: &str, timestamp_unix_us: i64) -> [u8; 66]
     datagram
 }
 
+fn send_signal(pid: u32, signal: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
 /// Stops the listener with SIGTERM and returns its whole log.
 fn stop(listener: RunningListener) -> Vec<String> {
-    unsafe { libc::kill(listener.pid(), libc::SIGTERM) };
+    send_signal(listener.pid() as u32, Signal::SIGTERM);
     let (status, log) = listener.wait_exit();
     assert!(status.success(), "exit status {status}");
     log
@@ -148,15 +153,15 @@ impl RunningAgent {
     }
 
     /// Sends `signal` and waits for the exit; returns whether it exited 0.
-    fn signal_and_wait(mut self, signal: i32) -> bool {
+    fn signal_and_wait(mut self, signal: Signal) -> bool {
         let mut child = self.child.take().unwrap();
-        unsafe { libc::kill(child.id() as i32, signal) };
+        send_signal(child.id(), signal);
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status.success();
             }
-            assert!(Instant::now() < deadline, "agent did not exit after signal {signal}");
+            assert!(Instant::now() < deadline, "agent did not exit after {signal}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -265,13 +270,13 @@ fn a_check_that_hangs_is_killed_at_its_timeout_and_counts_as_a_failure() {
 
 #[test]
 fn sigterm_and_sigint_make_the_agent_leave_unless_no_leave() {
-    for (signal, ip) in [(libc::SIGTERM, "10.21.0.1"), (libc::SIGINT, "10.21.0.2")] {
+    for (signal, ip) in [(Signal::SIGTERM, "10.21.0.1"), (Signal::SIGINT, "10.21.0.2")] {
         let port = free_udp_port();
         let listener = start_listener(&trust_config(port, &keyed("  expire: 10m\n")));
         let dst = format!("127.0.0.1:{port}");
         let agent = spawn_agent(&["-g", "1000", "-a", ip, "-k", PSK, "-i", "100ms", "-d", &dst]);
         listener.wait_for_log(&joined(ip));
-        assert!(agent.signal_and_wait(signal), "agent should exit 0 on signal {signal}");
+        assert!(agent.signal_and_wait(signal), "agent should exit 0 on {signal}");
         listener.wait_for_log(&left(ip));
     }
 
@@ -292,7 +297,7 @@ fn sigterm_and_sigint_make_the_agent_leave_unless_no_leave() {
         "--no-leave",
     ]);
     listener.wait_for_log(&joined("10.21.0.3"));
-    assert!(agent.signal_and_wait(libc::SIGTERM));
+    assert!(agent.signal_and_wait(Signal::SIGTERM));
     sync_with(&listener, port);
     assert!(listener.lines_with(&left("10.21.0.3")).is_empty(), "--no-leave sent a leave");
 }
@@ -566,7 +571,7 @@ fn a_relative_psk_file_is_read_from_the_configs_directory_and_a_private_one_is_n
             break;
         }
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    send_signal(child.id(), Signal::SIGTERM);
     seen.extend(lines);
     assert!(child.wait().unwrap().success(), "{seen:?}");
     assert!(seen.iter().any(|l| l.contains(&joined("10.34.0.1"))), "{seen:?}");
