@@ -28,7 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Announce this node's address to a redundancy group (once, or every --interval)
-    Agent(AgentArgs),
+    // Boxed: its many flags would make every other variant as large.
+    Agent(Box<AgentArgs>),
     /// Collect announcements and publish group membership through output plugins
     Listener(ListenerArgs),
     /// Print a new random pre-shared key (64 hex characters)
@@ -139,7 +140,7 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Agent(args) => agent::run(agent_options(args)?).map_err(|e| e.to_string()),
+        Command::Agent(args) => agent::run(agent_options(*args)?).map_err(|e| e.to_string()),
         Command::Listener(args) => rgap_core::listener::run(&args.config).map_err(line),
         Command::Genpsk => {
             let psk = Psk::generate().map_err(line)?;

@@ -393,7 +393,9 @@ fn agent_flag_mistakes_are_one_line_naming_the_flag() {
     let keys = dir.path().join("bad.key");
     std::fs::write(&keys, "abcd\n").unwrap();
     let keys = keys.to_str().unwrap();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    /// Extra flags, environment variables, and what the error line must say.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--check", "true"], &[], "--check needs --interval"),
         (&[], &[("RGAP_CHECK", "true")], "--check needs --interval"),
         (&["--leave", "-i", "1s"], &[], "--leave sends one leave and exits"),

@@ -107,39 +107,46 @@ fn joins(listener: &RunningListener) -> usize {
 // ---------------------------------------------------------------------------------------
 // The agent, run for real, with its log collected as it runs.
 
+/// The agent's stderr lines so far, and whether it has closed.
+#[derive(Default)]
+struct AgentLog {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
 struct RunningAgent {
     child: Option<Child>,
-    log: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+    log: Arc<AgentLog>,
 }
 
 fn spawn_agent(args: &[&str]) -> RunningAgent {
     let mut command = rgap_command(&["agent"]);
     command.args(args).env("RUST_LOG", "info").stdout(Stdio::null());
     let mut child = command.spawn().expect("starting rgap agent");
-    let log: Arc<(Mutex<(Vec<String>, bool)>, Condvar)> = Arc::default();
+    let log = Arc::new(AgentLog::default());
     let stderr = child.stderr.take().unwrap();
     let reader = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[agent] {line}");
-            reader.0.lock().unwrap().0.push(line);
-            reader.1.notify_all();
+            reader.lines.lock().unwrap().0.push(line);
+            reader.changed.notify_all();
         }
-        reader.0.lock().unwrap().1 = true;
-        reader.1.notify_all();
+        reader.lines.lock().unwrap().1 = true;
+        reader.changed.notify_all();
     });
     RunningAgent { child: Some(child), log }
 }
 
 impl RunningAgent {
     fn lines_with(&self, needle: &str) -> Vec<String> {
-        let state = self.log.0.lock().unwrap();
+        let state = self.log.lines.lock().unwrap();
         state.0.iter().filter(|line| line.contains(needle)).cloned().collect()
     }
 
     fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
-        let mut state = self.log.0.lock().unwrap();
+        let mut state = self.log.lines.lock().unwrap();
         loop {
             if let Some(line) = state.0.iter().find(|line| line.contains(needle)) {
                 return line.clone();
@@ -148,7 +155,7 @@ impl RunningAgent {
             if state.1 || now > deadline {
                 panic!("agent: no {needle:?} in its log:\n{}", state.0.join("\n"));
             }
-            state = self.log.1.wait_timeout(state, deadline - now).unwrap().0;
+            state = self.log.changed.wait_timeout(state, deadline - now).unwrap().0;
         }
     }
 
