@@ -537,52 +537,71 @@ fn psk_file_keys_are_used_and_a_key_file_others_can_read_is_warned_about() {
     assert_eq!(log.iter().filter(|l| l.contains("holds pre-shared keys")).count(), 1, "{log:?}");
 }
 
-#[test]
-fn a_relative_psk_file_is_read_from_the_configs_directory_and_a_private_one_is_not_warned_about() {
+/// Runs `rgap listener -c config_path` from another directory until `ip` (announced to
+/// `port` once it has started) joins group 1000; returns its whole log.
+fn run_from_elsewhere_until_join(config_path: &Path, port: u16, ip: &str) -> Vec<String> {
     plugin_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    write_mode(&dir.path().join("keys"), &format!("{PSK}\n"), 0o600);
-    let config_path = dir.path().join("rgap.yaml");
-    write_mode(
-        &config_path,
-        &format!(
-            "listen:\n- 127.0.0.1:{port}\ngroups:\n- id: 1000\n  psk_file: keys\n  expire: 10m\noutputs:\n{EVENTLOG}"
-        ),
-        0o644,
-    );
-    // Started from another directory: `keys` must be found beside the config, not here.
     let elsewhere = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(rgap_binary())
         .args(["listener", "-c"])
-        .arg(&config_path)
+        .arg(config_path)
         .current_dir(elsewhere.path())
         .env("RUST_LOG", "info")
+        .env_remove("RGAP_PLUGIN_PATH")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
     let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let started = line.contains("listener started");
-        seen.push(line);
-        if started {
-            break;
+    for needle in ["listener started".to_string(), joined(ip)] {
+        for line in lines.by_ref() {
+            let found = line.contains(&needle);
+            seen.push(line);
+            if found {
+                break;
+            }
         }
-    }
-    send_to(local(port), &announcement(1000, "10.34.0.1", PSK));
-    for line in lines.by_ref() {
-        let done = line.contains(&joined("10.34.0.1"));
-        seen.push(line);
-        if done {
-            break;
+        if needle == "listener started" {
+            send_to(local(port), &announcement(1000, ip, PSK));
         }
     }
     send_signal(child.id(), Signal::SIGTERM);
     seen.extend(lines);
     assert!(child.wait().unwrap().success(), "{seen:?}");
-    assert!(seen.iter().any(|l| l.contains(&joined("10.34.0.1"))), "{seen:?}");
-    assert!(!seen.iter().any(|l| l.contains("holds pre-shared keys")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains(&joined(ip))), "{seen:?}");
+    seen
+}
+
+#[test]
+fn a_relative_psk_file_is_read_from_the_configs_directory_and_a_private_one_is_not_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    write_mode(&dir.path().join("keys"), &format!("{PSK}\n"), 0o600);
+    let config_path = dir.path().join("rgap.yaml");
+    let text = format!(
+        "listen:\n- 127.0.0.1:{port}\ngroups:\n- id: 1000\n  psk_file: keys\n  expire: 10m\noutputs:\n{EVENTLOG}"
+    );
+    // Readable by all, but it holds no key: only key files matter.
+    write_mode(&config_path, &text, 0o644);
+    let log = run_from_elsewhere_until_join(&config_path, port, "10.34.0.1");
+    assert!(!log.iter().any(|l| l.contains("holds pre-shared keys")), "{log:?}");
+}
+
+#[test]
+fn a_config_holding_keys_that_others_can_read_is_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config_path = dir.path().join("rgap.yaml");
+    write_mode(&config_path, &trust_config(port, &keyed("  expire: 10m\n")), 0o640);
+    let log = run_from_elsewhere_until_join(&config_path, port, "10.35.0.1");
+    let warnings: Vec<&String> =
+        log.iter().filter(|l| l.contains("holds pre-shared keys")).collect();
+    let expected = format!(
+        "{} is readable by others (mode 0640) and holds pre-shared keys: chmod 600 it",
+        config_path.display()
+    );
+    assert!(warnings.len() == 1 && warnings[0].contains(&expected), "{warnings:?}");
+    assert!(warnings[0].contains("WARN"), "{warnings:?}");
 }
 
 #[test]
