@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rgap_core::addrspec::AddrSpec;
-use rgap_core::agent::{self, AgentOptions, DEFAULT_DESTINATION};
+use rgap_core::agent::{self, AgentOptions, HealthCheck, DEFAULT_DESTINATION};
 use rgap_core::psk::Psk;
 use tracing_subscriber::EnvFilter;
 
@@ -28,7 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Announce this node's address to a redundancy group (once, or every --interval)
-    Agent(AgentArgs),
+    // Boxed: its many flags would make every other variant as large.
+    Agent(Box<AgentArgs>),
     /// Collect announcements and publish group membership through output plugins
     Listener(ListenerArgs),
     /// Print a new random pre-shared key (64 hex characters)
@@ -60,6 +61,39 @@ struct AgentArgs {
     /// Destination host:port[@iface|@ip/prefix]; repeat for several
     #[arg(short, long = "dst", value_name = "DST", default_value = DEFAULT_DESTINATION)]
     dst: Vec<String>,
+    /// File holding the key (its first key: one per line, # comments), instead of --psk
+    #[arg(long, env = "RGAP_PSK_FILE", value_name = "PATH")]
+    psk_file: Option<PathBuf>,
+    /// Announce only while this shell command passes (exit 0); it runs every --interval
+    #[arg(long, env = "RGAP_CHECK", value_name = "CMD")]
+    check: Option<String>,
+    /// Kill the check (its whole process group) and count a failure after this long [default: 1s]
+    #[arg(long, env = "RGAP_CHECK_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    check_timeout: Option<String>,
+    /// Passes in a row that make the agent healthy (it starts unhealthy)
+    #[arg(
+        long,
+        env = "RGAP_RISE",
+        value_name = "N",
+        default_value = "2",
+        allow_hyphen_values = true
+    )]
+    rise: String,
+    /// Failures in a row that make the agent unhealthy (it then sends a leave)
+    #[arg(
+        long,
+        env = "RGAP_FALL",
+        value_name = "N",
+        default_value = "2",
+        allow_hyphen_values = true
+    )]
+    fall: String,
+    /// Send one signed leave ("this address has left") to every destination and exit
+    #[arg(long)]
+    leave: bool,
+    /// With --interval: do not send a leave when stopped by SIGTERM or SIGINT
+    #[arg(long)]
+    no_leave: bool,
 }
 
 #[derive(clap::Args)]
@@ -115,7 +149,7 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Agent(args) => agent::run(agent_options(args)?).map_err(|e| e.to_string()),
+        Command::Agent(args) => agent::run(agent_options(*args)?).map_err(|e| e.to_string()),
         Command::Listener(args) => rgap_core::listener::run(&args.config).map_err(line),
         Command::Genpsk => {
             let psk = Psk::generate().map_err(line)?;
@@ -174,14 +208,80 @@ fn agent_options(args: AgentArgs) -> Result<AgentOptions, CliError> {
     Ok(AgentOptions {
         group: parse_group(&args.group)?,
         address: parse_address(args.address.as_deref())?,
-        psk: parse_psk(args.psk.as_deref())?,
+        psk: agent_psk(args.psk.as_deref(), args.psk_file.as_deref())?,
         interval: args.interval.as_deref().map(parse_interval).transpose()?,
         destinations: args
             .dst
             .iter()
             .map(|d| AddrSpec::parse(d).map_err(|e| format!("--dst: {e}")))
             .collect::<Result<_, _>>()?,
+        leave: args.leave,
+        check: health_check(
+            args.check.as_deref(),
+            args.check_timeout.as_deref(),
+            &args.rise,
+            &args.fall,
+        )?,
+        leave_on_signal: !args.no_leave,
     })
+}
+
+/// The key from `--psk` or `--psk-file` (exactly one; an empty value counts as absent).
+fn agent_psk(psk: Option<&str>, psk_file: Option<&std::path::Path>) -> Result<Psk, CliError> {
+    const NAME: &str = "--psk-file/RGAP_PSK_FILE";
+    let psk_file = psk_file.filter(|path| !path.as_os_str().is_empty());
+    match (psk.filter(|v| !v.is_empty()), psk_file) {
+        (Some(_), Some(_)) => {
+            Err("--psk/RGAP_PSK and --psk-file/RGAP_PSK_FILE: give one, not both".into())
+        }
+        (_, None) => parse_psk(psk),
+        (None, Some(path)) => {
+            if let Some(warning) = rgap_core::psk::readable_by_others_warning(path) {
+                tracing::warn!("{warning}");
+            }
+            let keys = rgap_core::psk::read_key_file(path).map_err(|e| format!("{NAME}: {e}"))?;
+            // The first key signs: a file shared with a listener lists the current key first.
+            Ok(keys.into_iter().next().expect("a key file holds at least one key"))
+        }
+    }
+}
+
+/// The health check, if `--check` is given (an empty command counts as absent).
+fn health_check(
+    command: Option<&str>,
+    timeout: Option<&str>,
+    rise: &str,
+    fall: &str,
+) -> Result<Option<HealthCheck>, CliError> {
+    let Some(command) = command.filter(|c| !c.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let timeout = match timeout {
+        None => std::time::Duration::from_secs(1),
+        Some(text) => {
+            let timeout = rgap_core::duration::parse(text)
+                .map_err(|e| format!("--check-timeout/RGAP_CHECK_TIMEOUT: {e}"))?;
+            if timeout.is_zero() {
+                return Err(format!(
+                    "--check-timeout/RGAP_CHECK_TIMEOUT: {text:?} must be greater than 0"
+                ));
+            }
+            timeout
+        }
+    };
+    Ok(Some(HealthCheck {
+        command: command.to_owned(),
+        timeout,
+        rise: parse_count(rise, "--rise/RGAP_RISE")?,
+        fall: parse_count(fall, "--fall/RGAP_FALL")?,
+    }))
+}
+
+fn parse_count(text: &str, name: &str) -> Result<u32, CliError> {
+    match text.parse::<u32>() {
+        Ok(count) if count > 0 => Ok(count),
+        _ => Err(format!("{name}: {text:?} is not a count of 1 or more")),
+    }
 }
 
 fn parse_group(text: &str) -> Result<u64, CliError> {
@@ -201,7 +301,8 @@ fn parse_address(value: Option<&str>) -> Result<IpAddr, CliError> {
 
 fn parse_psk(value: Option<&str>) -> Result<Psk, CliError> {
     const NAME: &str = "--psk/RGAP_PSK";
-    let text = required(value, NAME, "64 hex characters; make one with `rgap genpsk`")?;
+    let hint = "64 hex characters; make one with `rgap genpsk`; or --psk-file/RGAP_PSK_FILE";
+    let text = required(value, NAME, hint)?;
     // The error never echoes the text: it is (nearly) a secret.
     Psk::from_hex(text).map_err(|e| format!("{NAME}: {e}"))
 }

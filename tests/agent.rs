@@ -268,3 +268,208 @@ fn layout_matches_the_go_agent() {
     ours[34..].copy_from_slice(&resigned);
     assert_eq!(ours, go_packet);
 }
+
+/// HMAC-SHA256(psk, "RGAP leave" || bytes[..34]), as the design specifies a leave's signature.
+fn sign_leave(psk_hex: &str, header: &[u8]) -> Vec<u8> {
+    let key = hex::decode(psk_hex).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(b"RGAP leave");
+    mac.update(header);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[test]
+fn leave_sends_one_signed_leave_that_verifies_independently() {
+    let capture = Capture::bind("127.0.0.1:0");
+    let before = now_us();
+    let output = finish(agent(&[
+        "--leave",
+        "-g",
+        "1000",
+        "-a",
+        "127.1.2.3",
+        "-k",
+        PSK,
+        "-d",
+        &capture.dst(),
+    ]));
+    assert_success(&output);
+    let datagram = capture.next().expect("no leave");
+    assert_eq!(datagram.len(), 66);
+    assert_eq!(&datagram[..2], &[0x01, 0x01], "leave version");
+    assert_eq!(sign_leave(PSK, &datagram[..34]), &datagram[34..], "leave signature");
+    assert_ne!(sign(PSK, &datagram[..34]), &datagram[34..], "signed as an announcement");
+    assert_eq!(u64::from_be_bytes(datagram[2..10].try_into().unwrap()), 1000);
+    let stamp = i64::from_be_bytes(datagram[10..18].try_into().unwrap());
+    assert!(stamp >= before && stamp <= now_us());
+    assert_eq!(&datagram[18..34], &mapped([127, 1, 2, 3]));
+    // One leave, nothing more.
+    assert!(capture.next_before(Instant::now() + Duration::from_millis(200)).is_none());
+}
+
+#[test]
+fn leave_layout_matches_the_independent_leave_vector() {
+    let section = "valid leave-ipv4";
+    let path = {
+        let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/leaves.txt");
+        if std::path::Path::new(shared).is_file() {
+            shared
+        } else {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors/leaves.txt")
+        }
+    };
+    let text = std::fs::read_to_string(path).unwrap();
+    let field = |key: &str| {
+        let mut in_section = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_section = line == format!("[{section}]");
+            } else if let Some(value) = line.strip_prefix(&format!("{key}=")) {
+                if in_section {
+                    return value.to_string();
+                }
+            }
+        }
+        panic!("{path}: no {key} in [{section}]")
+    };
+    let psk = field("psk");
+    let vector = hex::decode(field("packet")).unwrap();
+    assert_eq!(sign_leave(&psk, &vector[..34]), &vector[34..]);
+
+    // rgap's leave for the same group and address differs from the vector only in its
+    // timestamp (and so its signature).
+    let capture = Capture::bind("127.0.0.1:0");
+    let output = finish(agent(&[
+        "--leave",
+        "-g",
+        &field("group"),
+        "-a",
+        &field("address"),
+        "-k",
+        &psk,
+        "-d",
+        &capture.dst(),
+    ]));
+    assert_success(&output);
+    let mut ours = capture.next().expect("no leave");
+    ours[10..18].copy_from_slice(&vector[10..18]);
+    let resigned = sign_leave(&psk, &ours[..34]);
+    ours[34..].copy_from_slice(&resigned);
+    assert_eq!(ours, vector);
+}
+
+#[test]
+fn psk_file_supplies_the_key_from_a_flag_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("agent.key");
+    std::fs::write(&keys, format!("# the current key\n{PSK}\n{}\n", "11".repeat(32))).unwrap();
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let capture = Capture::bind("127.0.0.1:0");
+    let keys_arg = keys.to_str().unwrap();
+    let output =
+        finish(agent(&["-g", "1", "-a", "10.0.0.1", "--psk-file", keys_arg, "-d", &capture.dst()]));
+    assert_success(&output);
+    assert_eq!(verify(PSK, &capture.next().unwrap()).group, 1, "signed with the first key");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("readable by others"), "{stderr}");
+
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut command = agent(&["-g", "2", "-a", "10.0.0.2", "-d", &capture.dst()]);
+    command.env("RGAP_PSK_FILE", &keys);
+    let output = finish(command);
+    assert_success(&output);
+    assert_eq!(verify(PSK, &capture.next().unwrap()).group, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warning = format!(
+        "{} is readable by others (mode 0644) and holds pre-shared keys: chmod 600 it",
+        keys.display()
+    );
+    assert!(stderr.contains(&warning), "{stderr}");
+}
+
+#[test]
+fn agent_flag_mistakes_are_one_line_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("bad.key");
+    std::fs::write(&keys, "abcd\n").unwrap();
+    let keys = keys.to_str().unwrap();
+    /// Extra flags, environment variables, and what the error line must say.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--check", "true"], &[], "--check needs --interval"),
+        (&[], &[("RGAP_CHECK", "true")], "--check needs --interval"),
+        (&["--leave", "-i", "1s"], &[], "--leave sends one leave and exits"),
+        (&["-i", "1s", "--check", "true", "--rise", "0"], &[], "--rise/RGAP_RISE: \"0\""),
+        (&["-i", "1s", "--check", "true"], &[("RGAP_FALL", "x")], "--fall/RGAP_FALL: \"x\""),
+        (
+            &["-i", "1s", "--check", "true", "--check-timeout", "soon"],
+            &[],
+            "--check-timeout/RGAP_CHECK_TIMEOUT",
+        ),
+        (&["--psk-file", keys], &[], "--psk-file/RGAP_PSK_FILE: "),
+        (&["--psk-file", "/nonexistent/key"], &[], "cannot read /nonexistent/key"),
+        (&[], &[("RGAP_PSK_FILE", keys)], "line 1: expected 64 hex characters, got 4"),
+    ];
+    for (args, env, expected) in cases {
+        let mut all = vec!["-g", "1", "-a", "10.0.0.1", "-d", "127.0.0.1:9"];
+        if !args.contains(&"--psk-file") && !env.iter().any(|(k, _)| *k == "RGAP_PSK_FILE") {
+            all.extend(["-k", PSK]);
+        }
+        all.extend(args.iter().copied());
+        let mut command = agent(&all);
+        for (key, value) in *env {
+            command.env(key, value);
+        }
+        let output = finish(command);
+        assert!(!output.status.success(), "{all:?} {env:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && last.contains(expected),
+            "{all:?} {env:?}: {stderr}"
+        );
+    }
+    let output = finish(agent(&[
+        "-g",
+        "1",
+        "-a",
+        "10.0.0.1",
+        "-k",
+        PSK,
+        "--psk-file",
+        keys,
+        "-d",
+        "127.0.0.1:9",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("give one, not both"), "{stderr}");
+}
+
+#[test]
+fn check_settings_come_from_the_environment() {
+    let capture = Capture::bind("127.0.0.1:0");
+    let mut command =
+        agent(&["-g", "9", "-a", "10.0.0.9", "-k", PSK, "-i", "50ms", "-d", &capture.dst()]);
+    command
+        .env("RGAP_CHECK", "exit 0")
+        .env("RGAP_CHECK_TIMEOUT", "2s")
+        .env("RGAP_RISE", "3")
+        .env("RGAP_FALL", "4")
+        .env("RUST_LOG", "info");
+    let mut child = Running(command.spawn().unwrap());
+    // Announcements start only after `rise` passing checks; the first verifies.
+    let got = verify(PSK, &capture.next().expect("no announcement once healthy"));
+    assert_eq!(got.group, 9);
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("rise 3, fall 4, timeout 2s"), "{stderr}");
+    assert!(
+        stderr.contains("health check passed 3 time(s) in a row: healthy, announcing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("received SIGTERM; sent a leave to 1 destination(s)"), "{stderr}");
+}

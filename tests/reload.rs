@@ -288,7 +288,7 @@ fn systemd_hears_ready_reloading_ready_stopping_in_order() {
     let listener =
         spawn_listener_with_env(&config, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
     // The next message that is not only a heartbeat (STATUS=, WATCHDOG=1).
-    let mut next = || loop {
+    let next = || loop {
         let mut buffer = [0u8; 4096];
         let length = socket.recv(&mut buffer).expect("a notify message");
         let message = String::from_utf8_lossy(&buffer[..length]).into_owned();

@@ -1,20 +1,27 @@
 //! The agent: announces "this address is in this group" to every destination, once or every
-//! interval.
+//! interval, optionally only while a health check passes; and says "this address has left"
+//! with a signed leave when it turns unhealthy, when it is stopped, or on request.
 //!
 //! Each destination gets its own UDP socket, opened on first use and re-tried on the next round
 //! if opening fails, so one broken destination (a missing interface, an unsupported address
 //! family) is logged and skipped while the others keep receiving.
 
+mod health;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime};
 
+use crossbeam_channel::Receiver;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::addrspec::{AddrSpec, AddrSpecError};
 use crate::duration;
-use crate::protocol::{self, Announcement, ANNOUNCEMENT_LEN};
+use crate::protocol::{self, Announcement, Kind, ANNOUNCEMENT_LEN};
 use crate::psk::Psk;
+
+pub use health::{CheckResult, Health, HealthCheck, Transition};
 
 /// Where the Go rgap sends by default.
 pub const DEFAULT_DESTINATION: &str = "239.82.71.65:8271";
@@ -32,6 +39,12 @@ pub struct AgentOptions {
     pub interval: Option<Duration>,
     /// Where to send; each gets every announcement.
     pub destinations: Vec<AddrSpec>,
+    /// Send one leave instead of an announcement, and return (no interval).
+    pub leave: bool,
+    /// Announce only while this check passes; it runs every interval (one is needed).
+    pub check: Option<HealthCheck>,
+    /// With an interval: send a leave when stopped by SIGTERM or SIGINT (while announcing).
+    pub leave_on_signal: bool,
 }
 
 /// Why the agent stopped.
@@ -44,11 +57,22 @@ pub enum AgentError {
     #[error("interval must be greater than 0")]
     ZeroInterval,
     /// A one-shot run reached none of its destinations (each failure was logged).
-    #[error("announcement not delivered to any of {count} destination(s); see warnings above")]
+    #[error("{what} not delivered to any of {count} destination(s); see warnings above")]
     NothingSent {
+        /// "announcement" or "leave".
+        what: &'static str,
         /// How many destinations were tried.
         count: usize,
     },
+    /// A health check without an interval to run it at.
+    #[error("--check needs --interval: the check runs every interval")]
+    CheckNeedsInterval,
+    /// `--leave` with an interval or a check.
+    #[error("--leave sends one leave and exits: leave out --interval and --check")]
+    LeaveIsOneShot,
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
 }
 
 /// Why one destination could not be served this round.
@@ -108,7 +132,16 @@ impl Agent {
 
     /// Signs a fresh announcement (timestamp = now) and sends it to every destination.
     pub fn send_round(&mut self) -> RoundReport {
-        let datagram = self.sign_now();
+        self.send(Kind::Announce)
+    }
+
+    /// Signs a leave (timestamp = now) and sends it to every destination.
+    pub fn send_leave(&mut self) -> RoundReport {
+        self.send(Kind::Leave)
+    }
+
+    fn send(&mut self, kind: Kind) -> RoundReport {
+        let datagram = self.sign_now(kind);
         let mut report = RoundReport { sent: 0, failed: 0 };
         for destination in &mut self.destinations {
             match destination.send(&datagram) {
@@ -119,17 +152,17 @@ impl Agent {
                 }
             }
         }
-        tracing::debug!(sent = report.sent, failed = report.failed, "announcement round");
+        tracing::debug!(sent = report.sent, failed = report.failed, ?kind, "round");
         report
     }
 
-    fn sign_now(&self) -> [u8; ANNOUNCEMENT_LEN] {
-        let announcement = Announcement {
+    fn sign_now(&self, kind: Kind) -> [u8; ANNOUNCEMENT_LEN] {
+        let fields = Announcement {
             group: self.group,
             timestamp_unix_us: protocol::unix_micros(SystemTime::now()),
             address: self.address,
         };
-        protocol::encode_signed(&announcement, &self.psk)
+        protocol::encode_signed_as(kind, &fields, &self.psk)
     }
 }
 
@@ -196,8 +229,7 @@ fn set_multicast_interface(
     .map_err(DestinationError::Open)
 }
 
-/// Runs the agent: one round and return, or rounds every interval until the process is
-/// stopped (SIGINT/SIGTERM end it; there is nothing to clean up).
+/// Runs the agent: one round and return, or rounds every interval until SIGINT or SIGTERM.
 pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     if opts.destinations.is_empty() {
         return Err(AgentError::NoDestinations);
@@ -205,16 +237,32 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     if opts.interval == Some(Duration::ZERO) {
         return Err(AgentError::ZeroInterval);
     }
+    if opts.leave && (opts.interval.is_some() || opts.check.is_some()) {
+        return Err(AgentError::LeaveIsOneShot);
+    }
+    if opts.check.is_some() && opts.interval.is_none() {
+        return Err(AgentError::CheckNeedsInterval);
+    }
     let count = opts.destinations.len();
-    let interval = opts.interval;
     log_start(&opts);
     let mut agent = Agent::new(opts.group, opts.address, opts.psk, opts.destinations);
-    match interval {
-        None => match agent.send_round() {
-            RoundReport { sent: 0, .. } => Err(AgentError::NothingSent { count }),
-            _ => Ok(()),
-        },
-        Some(interval) => run_forever(&mut agent, interval),
+    match opts.interval {
+        None => {
+            let (report, what) = if opts.leave {
+                (agent.send_leave(), "leave")
+            } else {
+                (agent.send_round(), "announcement")
+            };
+            match report {
+                RoundReport { sent: 0, .. } => Err(AgentError::NothingSent { what, count }),
+                _ => Ok(()),
+            }
+        }
+        Some(interval) => {
+            let stop = StopSignals::install().map_err(AgentError::Signals)?;
+            run_every(&mut agent, interval, opts.check.as_ref(), &stop, opts.leave_on_signal);
+            Ok(())
+        }
     }
 }
 
@@ -223,28 +271,119 @@ fn log_start(opts: &AgentOptions) {
     let every = opts
         .interval
         .map_or_else(|| "once".to_string(), |i| format!("every {}", duration::format(i)));
+    let what = match &opts.check {
+        _ if opts.leave => "sending a leave".to_string(),
+        None => format!("announcing {every}"),
+        Some(check) => format!(
+            "announcing {every} while the health check passes (rise {}, fall {}, timeout {}; starting unhealthy)",
+            check.rise,
+            check.fall,
+            duration::format(check.timeout)
+        ),
+    };
     tracing::info!(
         group = opts.group,
         address = %opts.address,
         destinations = %destinations.join(", "),
-        "announcing {every}"
+        "{what}"
     );
 }
 
-/// Sends on a fixed schedule (start + n × interval) so that slow sends do not make the
-/// announcements drift later and later.
-fn run_forever(agent: &mut Agent, interval: Duration) -> ! {
+/// SIGINT and SIGTERM, turned into messages so that the agent can wait for "the next round
+/// or a signal, whichever comes first" and look at them while a check runs.
+struct StopSignals {
+    received: Receiver<i32>,
+    seen: std::cell::Cell<Option<i32>>,
+}
+
+impl StopSignals {
+    fn install() -> io::Result<StopSignals> {
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let (sender, received) = crossbeam_channel::bounded(2);
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for signal in signals.forever() {
+                if sender.send(signal).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(StopSignals { received, seen: std::cell::Cell::new(None) })
+    }
+
+    /// The signal received, if any, without waiting.
+    fn poll(&self) -> Option<i32> {
+        if self.seen.get().is_none() {
+            self.seen.set(self.received.try_recv().ok());
+        }
+        self.seen.get()
+    }
+
+    /// Waits until `deadline` or a signal; returns the signal, if one came.
+    fn wait_until(&self, deadline: Instant) -> Option<i32> {
+        if let Some(signal) = self.poll() {
+            return Some(signal);
+        }
+        self.seen.set(self.received.recv_deadline(deadline).ok());
+        self.seen.get()
+    }
+}
+
+/// Sends on a fixed schedule (start + n × interval) so that slow sends and checks do not make
+/// the announcements drift later and later. With a check, each round first runs it and
+/// announces only while healthy; turning unhealthy sends a leave at once, so listeners drop
+/// the address within the round instead of after `expire`. Returns on SIGINT or SIGTERM,
+/// after sending a leave if asked to and announcing.
+fn run_every(
+    agent: &mut Agent,
+    interval: Duration,
+    check: Option<&HealthCheck>,
+    stop: &StopSignals,
+    leave_on_signal: bool,
+) {
+    let mut health = check.map(|check| Health::new(check.rise, check.fall));
     let mut next = Instant::now();
-    loop {
-        agent.send_round();
+    let signal = loop {
+        if let (Some(check), Some(health)) = (check, &mut health) {
+            let (result, transition) = health.check(check, || stop.poll().is_some());
+            tracing::debug!("health check: {result}");
+            match transition {
+                Some(Transition::BecameHealthy) => tracing::info!(
+                    "health check passed {} time(s) in a row: healthy, announcing",
+                    check.rise
+                ),
+                Some(Transition::BecameUnhealthy) => {
+                    tracing::info!(
+                        "health check failed {} time(s) in a row (last: {result}): unhealthy, sending a leave",
+                        check.fall
+                    );
+                    agent.send_leave();
+                }
+                None => {}
+            }
+        }
+        let healthy = health.as_ref().is_none_or(Health::is_healthy);
+        if healthy && stop.poll().is_none() {
+            agent.send_round();
+        }
         next += interval;
         let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
+        if next <= now {
             // Fell behind (suspend, very slow sends): restart the schedule instead of bursting.
             next = now;
         }
+        if let Some(signal) = stop.wait_until(next) {
+            break signal;
+        }
+    };
+    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+    let announcing = health.as_ref().is_none_or(Health::is_healthy);
+    if !leave_on_signal {
+        tracing::info!("received {name}; exiting without a leave (--no-leave)");
+    } else if !announcing {
+        tracing::info!("received {name}; exiting (not announcing, so no leave to send)");
+    } else {
+        let report = agent.send_leave();
+        tracing::info!("received {name}; sent a leave to {} destination(s)", report.sent);
     }
 }
 
@@ -296,9 +435,12 @@ mod tests {
             psk: psk(),
             interval: None,
             destinations: vec![AddrSpec::parse("239.1.2.3:9@nosuch0").unwrap()],
+            leave: false,
+            check: None,
+            leave_on_signal: true,
         };
         let err = run(opts).unwrap_err();
-        assert!(matches!(err, AgentError::NothingSent { count: 1 }), "{err}");
+        assert!(matches!(err, AgentError::NothingSent { count: 1, .. }), "{err}");
     }
 
     #[test]
@@ -309,9 +451,51 @@ mod tests {
             psk: psk(),
             interval: Some(Duration::ZERO),
             destinations: vec![],
+            leave: false,
+            check: None,
+            leave_on_signal: true,
         };
         assert!(matches!(run(opts.clone()), Err(AgentError::NoDestinations)));
         opts.destinations.push(AddrSpec::parse("127.0.0.1:9").unwrap());
         assert!(matches!(run(opts), Err(AgentError::ZeroInterval)));
+    }
+
+    #[test]
+    fn a_leave_round_sends_a_signed_leave() {
+        let (socket, spec) = receiver();
+        let mut agent = Agent::new(5, "10.9.8.7".parse().unwrap(), psk(), vec![spec]);
+        assert_eq!(agent.send_leave(), RoundReport { sent: 1, failed: 0 });
+        let mut buf = [0u8; 128];
+        let len = socket.recv(&mut buf).unwrap();
+        let got = Verifier::new(&psk()).verify_and_decode_leave(&buf[..len]).unwrap();
+        assert_eq!((got.group, got.address), (5, "10.9.8.7".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn a_check_needs_an_interval_and_a_leave_is_one_shot() {
+        let check = HealthCheck {
+            command: "true".into(),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+        };
+        let opts = AgentOptions {
+            group: 1,
+            address: "10.0.0.1".parse().unwrap(),
+            psk: psk(),
+            interval: None,
+            destinations: vec![AddrSpec::parse("127.0.0.1:9").unwrap()],
+            leave: false,
+            check: Some(check.clone()),
+            leave_on_signal: true,
+        };
+        assert!(matches!(run(opts.clone()), Err(AgentError::CheckNeedsInterval)));
+        let leave_with_interval = AgentOptions {
+            leave: true,
+            check: None,
+            interval: Some(Duration::from_secs(1)),
+            ..opts
+        };
+        assert!(matches!(run(leave_with_interval), Err(AgentError::LeaveIsOneShot)));
     }
 }

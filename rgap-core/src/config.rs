@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::addrspec::AddrSpec;
 use crate::duration::GoDuration;
 use crate::plugin_host::{is_valid_kind, OutputConfig};
-use crate::psk::Psk;
+use crate::psk::PskList;
 
 /// The whole listener config.
 #[derive(Debug, Deserialize)]
@@ -30,14 +30,24 @@ pub struct Config {
     /// searched after `RGAP_PLUGIN_PATH` and before the executable's directory.
     #[serde(default)]
     pub plugin_dirs: Vec<PathBuf>,
+    /// Files that hold pre-shared keys (this config if a group has `psk:`, each `psk_file`),
+    /// filled by [`Config::load`] for [`Config::key_file_warnings`].
+    #[serde(skip)]
+    pub key_files: Vec<PathBuf>,
 }
 
 /// One redundancy group.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     pub id: u64,
-    pub psk: Psk,
+    /// The group's keys: one or a list, any of which verifies (to rotate: add the new key,
+    /// switch the agents, remove the old). Filled from `psk_file` by [`Config::load`].
+    #[serde(default)]
+    pub psk: PskList,
+    /// Instead of `psk`: a file of keys, one per line (relative to the config's directory).
+    #[serde(default)]
+    pub psk_file: Option<PathBuf>,
     /// How long an address stays past its announcement's timestamp.
     pub expire: GoDuration,
     /// Allowed difference between our clock and the announcement's; 0 or more than `expire`
@@ -47,9 +57,60 @@ pub struct GroupConfig {
     /// How long after start the group is reported ready to outputs.
     #[serde(default)]
     pub readiness_delay: GoDuration,
+    /// If not empty, only addresses inside one of these networks may be members.
+    #[serde(default)]
+    pub allowed_networks: Vec<Network>,
+    /// If set, new addresses beyond this many members are dropped (`group_full`).
+    #[serde(default)]
+    pub max_members: Option<u32>,
+}
+
+/// A network in `allowed_networks`: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = match text.parse::<ipnet::IpNet>() {
+            Ok(net) => Ok(net),
+            Err(_) => text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from),
+        };
+        parsed.map(Network).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid network {text:?} (use e.g. 10.0.0.0/8, 2001:db8::/32 or one address)"
+            ))
+        })
+    }
 }
 
 impl GroupConfig {
+    /// Exactly one of `psk` and `psk_file`; `max_members` not 0.
+    fn validate_keys_and_limits(&self, index: usize) -> Result<(), (String, String)> {
+        match (self.psk.is_empty(), &self.psk_file) {
+            (true, None) => {
+                return Err((
+                    format!("groups[{index}].psk"),
+                    "required: a key (64 hex characters), a list of keys, or psk_file".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err((
+                    format!("groups[{index}].psk_file"),
+                    "give psk or psk_file, not both".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.max_members == Some(0) {
+            return Err((
+                format!("groups[{index}].max_members"),
+                "must be greater than 0 (leave it out for no limit)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The skew actually enforced, as the Go listener does it.
     pub fn effective_clock_skew(&self) -> Duration {
         let (skew, expire) = (self.clock_skew.get(), self.expire.get());
@@ -110,7 +171,42 @@ impl Config {
                 *dir = base.join(&*dir);
             }
         }
+        config.read_key_files(path, base)?;
         Ok(config)
+    }
+
+    /// Fills each group's keys from its `psk_file` (relative to `base`) and records which
+    /// files hold keys.
+    fn read_key_files(&mut self, path: &Path, base: &Path) -> Result<(), ConfigError> {
+        if self.groups.iter().any(|group| group.psk_file.is_none()) {
+            self.key_files.push(path.to_path_buf());
+        }
+        for (index, group) in self.groups.iter_mut().enumerate() {
+            let Some(file) = &mut group.psk_file else { continue };
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+            let error = |message: String| ConfigError {
+                file: path.to_path_buf(),
+                key: format!("groups[{index}].psk_file"),
+                message,
+            };
+            let keys = crate::psk::read_key_file(file).map_err(error)?;
+            group.psk = PskList::from(keys);
+            if !self.key_files.contains(file) {
+                self.key_files.push(file.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// One warning for each file holding keys that users other than its owner may read:
+    /// `<file> is readable by others (mode 0644) and holds pre-shared keys: chmod 600 it`.
+    pub fn key_file_warnings(&self) -> Vec<String> {
+        self.key_files
+            .iter()
+            .filter_map(|file| crate::psk::readable_by_others_warning(file))
+            .collect()
     }
 
     /// Decodes and validates YAML text; errors are `(key path, message)`.
@@ -143,6 +239,7 @@ impl Config {
             if group.expire.get().is_zero() {
                 return Err((format!("groups[{index}].expire"), "must be greater than 0".into()));
             }
+            group.validate_keys_and_limits(index)?;
         }
         for (index, output) in self.outputs.iter().enumerate() {
             if !is_valid_kind(&output.kind) {
@@ -251,5 +348,121 @@ mod tests {
         assert_eq!(config.groups[0].effective_clock_skew(), Duration::from_secs(15));
         let config = Config::parse(&config_with_group("  expire: 15s\n")).unwrap();
         assert_eq!(config.groups[0].effective_clock_skew(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn psk_takes_one_key_or_a_list() {
+        let other = "11".repeat(32);
+        let text = format!(
+            "listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  psk:\n  - {PSK}\n  - {other}\n  expire: 1s\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.groups[0].psk.keys().len(), 2);
+        let text = format!(
+            "listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  psk:\n  - {PSK}\n  - nope\n  expire: 1s\n"
+        );
+        assert_eq!(error_of(&text).0, "groups[0].psk[1]");
+    }
+
+    #[test]
+    fn exactly_one_of_psk_and_psk_file() {
+        let neither = "listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  expire: 1s\n";
+        let (key, message) = error_of(neither);
+        assert_eq!(key, "groups[0].psk");
+        assert!(message.contains("psk_file"), "{message}");
+        let empty = "listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  psk: []\n  expire: 1s\n";
+        assert_eq!(error_of(empty).0, "groups[0].psk");
+        let (key, message) = error_of(&config_with_group("  expire: 1s\n  psk_file: keys\n"));
+        assert_eq!(key, "groups[0].psk_file");
+        assert!(message.contains("not both"), "{message}");
+    }
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn psk_file_is_read_relative_to_the_config_and_warned_about_if_others_can_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let other = "22".repeat(32);
+        write(&dir.path().join("keys/g1"), &format!("# g1\n{other}\n{PSK}\n"), 0o640);
+        let path = dir.path().join("rgap.yaml");
+        write(
+            &path,
+            "listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  psk_file: keys/g1\n  expire: 1s\n",
+            0o600,
+        );
+        let config = Config::load(&path).unwrap();
+        let keys: Vec<String> = config.groups[0].psk.keys().iter().map(|k| k.to_hex()).collect();
+        assert_eq!(keys, [other, PSK.to_string()]);
+        // The config holds no key itself: only the key file is named.
+        let key_file = dir.path().join("keys/g1");
+        assert_eq!(
+            config.key_file_warnings(),
+            [format!(
+                "{} is readable by others (mode 0640) and holds pre-shared keys: chmod 600 it",
+                key_file.display()
+            )]
+        );
+        write(&key_file, PSK, 0o600);
+        assert!(Config::load(&path).unwrap().key_file_warnings().is_empty());
+    }
+
+    #[test]
+    fn a_config_holding_keys_is_warned_about_if_others_can_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgap.yaml");
+        write(&path, &config_with_group("  expire: 1s\n"), 0o644);
+        let warnings = Config::load(&path).unwrap().key_file_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0]
+            .starts_with(&format!("{} is readable by others (mode 0644)", path.display())));
+    }
+
+    #[test]
+    fn unreadable_or_bad_key_files_name_the_key_the_file_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgap.yaml");
+        write(
+            &path,
+            &format!("listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  psk: {PSK}\n  expire: 1s\n- id: 2\n  psk_file: missing\n  expire: 1s\n"),
+            0o600,
+        );
+        let error = Config::load(&path).unwrap_err();
+        assert_eq!(error.key, "groups[1].psk_file");
+        assert!(
+            error.message.contains("missing") && error.message.contains("cannot read"),
+            "{error}"
+        );
+        write(&dir.path().join("missing"), &format!("{PSK}\n{PSK}0\n"), 0o600);
+        let error = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("groups[1].psk_file")
+                && error.contains("line 2: expected 64 hex characters, got 65"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn allowed_networks_and_max_members_are_checked() {
+        let config = Config::parse(&config_with_group(
+            "  expire: 1s\n  allowed_networks: [10.0.0.0/8, '2001:db8::/32', 192.0.2.7]\n  max_members: 3\n",
+        ))
+        .unwrap();
+        let nets: Vec<String> =
+            config.groups[0].allowed_networks.iter().map(|n| n.0.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+        assert_eq!(config.groups[0].max_members, Some(3));
+        let (key, message) =
+            error_of(&config_with_group("  expire: 1s\n  allowed_networks: [10.0.0.0/33]\n"));
+        assert_eq!(key, "groups[0].allowed_networks[0]");
+        assert!(message.contains("10.0.0.0/33"), "{message}");
+        assert_eq!(
+            error_of(&config_with_group("  expire: 1s\n  max_members: 0\n")).0,
+            "groups[0].max_members"
+        );
     }
 }

@@ -1,12 +1,16 @@
-//! The announcement wire format, byte-compatible with the Go rgap.
+//! The wire format of announcements (byte-compatible with the Go rgap) and of leaves (rgap only).
 //!
 //! 66 bytes, big endian: `version u16 | group u64 | timestamp i64 (Unix µs) | address [16] |
-//! HMAC-SHA256 [32]`, where the MAC covers `b"RGAP announce" || bytes[..34]`. This module knows
-//! bytes only: no sockets, no clocks beyond converting a `SystemTime` to the timestamp field.
+//! HMAC-SHA256 [32]`. An announcement has version `0x0100` and its MAC covers
+//! `b"RGAP announce" || bytes[..34]`; a leave has version `0x0101` and its MAC covers
+//! `b"RGAP leave" || bytes[..34]`, so no announcement can be turned into a leave by editing
+//! its version. This module knows bytes only: no sockets, no clocks beyond converting a
+//! `SystemTime` to the timestamp field.
 //!
 //! The listener's per-datagram path is built from these pieces, cheapest first:
-//! [`peek_group`] (length) → group lookup → [`RawAnnouncement::check_version`] → clock skew on
-//! [`RawAnnouncement::timestamp_unix_us`] → [`Verifier::verify`] (HMAC, constant time).
+//! [`peek_group`] (length) → group lookup → [`RawAnnouncement::check_version`] (which also says
+//! the [`Kind`]) → clock skew on [`RawAnnouncement::timestamp_unix_us`] →
+//! [`Verifier::check_signature`] (HMAC, constant time).
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,19 +22,57 @@ use crate::psk::Psk;
 
 /// Size of every announcement datagram; any other length is dropped.
 pub const ANNOUNCEMENT_LEN: usize = 66;
-/// The only protocol version rgap speaks.
+/// The version of announcements, the only one the Go rgap speaks.
 pub const VERSION: u16 = 0x0100;
+/// The version of leaves ("remove me now"); Go listeners drop them as an unknown version.
+pub const LEAVE_VERSION: u16 = 0x0101;
 /// Bytes covered by the signature: everything before it.
 pub const SIGNED_LEN: usize = 34;
 /// Prepended to the signed bytes so an rgap MAC cannot be replayed in another protocol that
-/// shares the key (domain separation, as in the Go implementation).
-const SIGNATURE_CONTEXT: &[u8] = b"RGAP announce";
+/// shares the key (domain separation, as in the Go implementation), nor as the other kind.
+const ANNOUNCE_CONTEXT: &[u8] = b"RGAP announce";
+const LEAVE_CONTEXT: &[u8] = b"RGAP leave";
 
 const GROUP_AT: usize = 2;
 const TIMESTAMP_AT: usize = 10;
 const ADDRESS_AT: usize = 18;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// What a datagram says about its address: still here, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// "`address` is in `group` as of the timestamp" (version [`VERSION`]).
+    Announce,
+    /// "`address` left `group` at the timestamp" (version [`LEAVE_VERSION`]).
+    Leave,
+}
+
+impl Kind {
+    /// The version field that marks this kind.
+    pub const fn version(self) -> u16 {
+        match self {
+            Kind::Announce => VERSION,
+            Kind::Leave => LEAVE_VERSION,
+        }
+    }
+
+    /// The kind a version field marks, if rgap knows it.
+    pub const fn from_version(version: u16) -> Option<Kind> {
+        match version {
+            VERSION => Some(Kind::Announce),
+            LEAVE_VERSION => Some(Kind::Leave),
+            _ => None,
+        }
+    }
+
+    fn context(self) -> &'static [u8] {
+        match self {
+            Kind::Announce => ANNOUNCE_CONTEXT,
+            Kind::Leave => LEAVE_CONTEXT,
+        }
+    }
+}
 
 /// The fields of one announcement: "`address` is in `group` as of `timestamp_unix_us`".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,11 +105,13 @@ pub enum VerifyError {
         /// Length of the datagram received.
         len: usize,
     },
-    /// Version field is not [`VERSION`].
-    #[error("unsupported announcement version {found:#06x}, expected {VERSION:#06x}")]
+    /// Version field is not the one expected ([`VERSION`] or [`LEAVE_VERSION`]).
+    #[error("unsupported version {found:#06x}, expected {expected}")]
     BadVersion {
         /// The version found in the datagram.
         found: u16,
+        /// What was acceptable here, e.g. `0x0100`.
+        expected: &'static str,
     },
     /// The HMAC does not match: wrong key, or the datagram was altered.
     #[error("announcement signature does not verify")]
@@ -88,10 +132,15 @@ impl Announcement {
         address_to_wire(self.address)
     }
 
-    /// The first [`SIGNED_LEN`] bytes: version, group, timestamp, address.
+    /// The first [`SIGNED_LEN`] bytes of an announcement: version, group, timestamp, address.
     pub fn encode_header(&self) -> [u8; SIGNED_LEN] {
+        self.encode_header_as(Kind::Announce)
+    }
+
+    /// The first [`SIGNED_LEN`] bytes of a datagram of `kind` with these fields.
+    pub fn encode_header_as(&self, kind: Kind) -> [u8; SIGNED_LEN] {
         let mut out = [0u8; SIGNED_LEN];
-        out[..GROUP_AT].copy_from_slice(&VERSION.to_be_bytes());
+        out[..GROUP_AT].copy_from_slice(&kind.version().to_be_bytes());
         out[GROUP_AT..TIMESTAMP_AT].copy_from_slice(&self.group.to_be_bytes());
         out[TIMESTAMP_AT..ADDRESS_AT].copy_from_slice(&self.timestamp_unix_us.to_be_bytes());
         out[ADDRESS_AT..].copy_from_slice(&self.address_bytes());
@@ -101,8 +150,19 @@ impl Announcement {
 
 /// Encodes `announcement` and signs it with `psk`.
 pub fn encode_signed(announcement: &Announcement, psk: &Psk) -> [u8; ANNOUNCEMENT_LEN] {
-    let header = announcement.encode_header();
-    let mut mac = keyed_mac(psk);
+    encode_signed_as(Kind::Announce, announcement, psk)
+}
+
+/// Encodes a leave of `fields.address` from `fields.group` at `fields.timestamp_unix_us` and
+/// signs it with `psk`.
+pub fn encode_signed_leave(fields: &Announcement, psk: &Psk) -> [u8; ANNOUNCEMENT_LEN] {
+    encode_signed_as(Kind::Leave, fields, psk)
+}
+
+/// Encodes a datagram of `kind` with `fields` and signs it with `psk`.
+pub fn encode_signed_as(kind: Kind, fields: &Announcement, psk: &Psk) -> [u8; ANNOUNCEMENT_LEN] {
+    let header = fields.encode_header_as(kind);
+    let mut mac = keyed_mac(psk, kind);
     mac.update(&header);
     let mut out = [0u8; ANNOUNCEMENT_LEN];
     out[..SIGNED_LEN].copy_from_slice(&header);
@@ -154,13 +214,10 @@ impl<'a> RawAnnouncement<'a> {
         })
     }
 
-    /// Fails unless the version is [`VERSION`].
-    pub fn check_version(&self) -> Result<(), VerifyError> {
-        if self.version == VERSION {
-            Ok(())
-        } else {
-            Err(VerifyError::BadVersion { found: self.version })
-        }
+    /// The kind the version field marks; fails for a version rgap does not know.
+    pub fn check_version(&self) -> Result<Kind, VerifyError> {
+        Kind::from_version(self.version)
+            .ok_or(VerifyError::BadVersion { found: self.version, expected: "0x0100 or 0x0101" })
     }
 
     /// The address with IPv4-mapped addresses turned back into IPv4.
@@ -183,12 +240,13 @@ impl<'a> RawAnnouncement<'a> {
     }
 }
 
-/// Checks announcements of one group. Build one per group at startup; each check clones the
-/// pre-keyed HMAC state (already fed the context string), which costs a memcpy, not a re-key,
-/// and allocates nothing.
+/// Checks announcements and leaves signed with one key. Build one per key at startup; each
+/// check clones a pre-keyed HMAC state (already fed the context string of its kind), which
+/// costs a memcpy, not a re-key, and allocates nothing.
 #[derive(Clone)]
 pub struct Verifier {
-    mac: HmacSha256,
+    announce: HmacSha256,
+    leave: HmacSha256,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -199,33 +257,71 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Keys the HMAC with `psk` once.
+    /// Keys the HMACs with `psk` once.
     pub fn new(psk: &Psk) -> Self {
-        Self { mac: keyed_mac(psk) }
+        Self { announce: keyed_mac(psk, Kind::Announce), leave: keyed_mac(psk, Kind::Leave) }
     }
 
-    /// Checks the version, then the signature (constant time), and returns the fields.
-    pub fn verify(&self, raw: &RawAnnouncement<'_>) -> Result<Announcement, VerifyError> {
-        raw.check_version()?;
+    /// Checks the signature of `raw` as a datagram of `kind`, in constant time. The version
+    /// field is not looked at: the caller has read `kind` from it.
+    #[inline]
+    pub fn check_signature(
+        &self,
+        raw: &RawAnnouncement<'_>,
+        kind: Kind,
+    ) -> Result<(), VerifyError> {
         let bytes = raw.bytes();
-        let mut mac = self.mac.clone();
+        let mut mac = match kind {
+            Kind::Announce => self.announce.clone(),
+            Kind::Leave => self.leave.clone(),
+        };
         mac.update(&bytes[..SIGNED_LEN]);
-        mac.verify_slice(&bytes[SIGNED_LEN..]).map_err(|_| VerifyError::BadSignature)?;
+        mac.verify_slice(&bytes[SIGNED_LEN..]).map_err(|_| VerifyError::BadSignature)
+    }
+
+    /// Checks that `raw` is an announcement (version, then signature) and returns its fields.
+    pub fn verify(&self, raw: &RawAnnouncement<'_>) -> Result<Announcement, VerifyError> {
+        self.verify_as(raw, Kind::Announce)
+    }
+
+    /// Checks that `raw` is a leave (version, then signature) and returns its fields.
+    pub fn verify_leave(&self, raw: &RawAnnouncement<'_>) -> Result<Announcement, VerifyError> {
+        self.verify_as(raw, Kind::Leave)
+    }
+
+    fn verify_as(
+        &self,
+        raw: &RawAnnouncement<'_>,
+        kind: Kind,
+    ) -> Result<Announcement, VerifyError> {
+        if raw.version != kind.version() {
+            let expected = match kind {
+                Kind::Announce => "0x0100",
+                Kind::Leave => "0x0101",
+            };
+            return Err(VerifyError::BadVersion { found: raw.version, expected });
+        }
+        self.check_signature(raw, kind)?;
         Ok(raw.to_unverified())
     }
 
-    /// Length, version and signature in one call, for callers with no checks of their own
-    /// to put in between. A `&[u8; 66]` coerces to the slice.
+    /// Length, version and signature of an announcement in one call, for callers with no
+    /// checks of their own to put in between. A `&[u8; 66]` coerces to the slice.
     pub fn verify_and_decode(&self, bytes: &[u8]) -> Result<Announcement, VerifyError> {
         self.verify(&RawAnnouncement::parse(bytes)?)
     }
+
+    /// As [`Verifier::verify_and_decode`], for a leave.
+    pub fn verify_and_decode_leave(&self, bytes: &[u8]) -> Result<Announcement, VerifyError> {
+        self.verify_leave(&RawAnnouncement::parse(bytes)?)
+    }
 }
 
-/// An HMAC keyed with `psk` that has already absorbed the context prefix.
-fn keyed_mac(psk: &Psk) -> HmacSha256 {
+/// An HMAC keyed with `psk` that has already absorbed the context prefix of `kind`.
+fn keyed_mac(psk: &Psk, kind: Kind) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail for 32 bytes.
     let mut mac = HmacSha256::new_from_slice(psk.as_bytes()).expect("HMAC takes any key length");
-    mac.update(SIGNATURE_CONTEXT);
+    mac.update(kind.context());
     mac
 }
 
@@ -282,24 +378,26 @@ mod tests {
         }
     }
 
-    /// `$RGAP_VECTORS`, else the shared vectors beside the repository, else the copy in
-    /// `testdata/` (for a clone tested on its own).
-    fn vectors_path() -> PathBuf {
+    /// The vectors file `name`: beside `$RGAP_VECTORS` (which names `announcements.txt`),
+    /// else the shared vectors beside the repository, else the copy in `testdata/` (for a
+    /// clone tested on its own).
+    fn vectors_path(name: &str) -> PathBuf {
         if let Some(path) = std::env::var_os("RGAP_VECTORS") {
-            return PathBuf::from(path);
+            return PathBuf::from(path).with_file_name(name);
         }
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let shared = repo.join("../shared/vectors/announcements.txt");
+        let shared = repo.join("../shared/vectors").join(name);
         if shared.is_file() {
             shared
         } else {
-            repo.join("testdata/vectors/announcements.txt")
+            repo.join("testdata/vectors").join(name)
         }
     }
 
-    /// Parses the ini-like vectors file: `# comments`, `[valid|invalid name]`, `key=value`.
-    fn load_vectors() -> Vec<Vector> {
-        let path = vectors_path();
+    /// Parses the ini-like vectors file `name`: `# comments`, `[valid|invalid name]`,
+    /// `key=value`.
+    fn load_vectors(name: &str) -> Vec<Vector> {
+        let path = vectors_path(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (set RGAP_VECTORS)", path.display()));
         let mut vectors: Vec<Vector> = Vec::new();
@@ -325,13 +423,24 @@ mod tests {
         vectors
     }
 
+    fn fields_of(vector: &Vector) -> Announcement {
+        Announcement {
+            group: vector.field("group").parse().unwrap(),
+            timestamp_unix_us: vector.field("timestamp_unix_us").parse().unwrap(),
+            address: vector.field("address").parse().unwrap(),
+        }
+    }
+
     /// The rejection an invalid vector's `reason` calls for.
     fn expected_error(vector: &Vector, len: usize) -> VerifyError {
         let reason = vector.field("reason");
         if reason.contains("version") {
             // The packet in that vector carries this version; read it from the bytes.
             let packet = vector.packet();
-            VerifyError::BadVersion { found: u16::from_be_bytes([packet[0], packet[1]]) }
+            VerifyError::BadVersion {
+                found: u16::from_be_bytes([packet[0], packet[1]]),
+                expected: "0x0100",
+            }
         } else if reason.contains("signature") || reason.contains("psk") {
             VerifyError::BadSignature
         } else if reason.contains("bytes, not 66") {
@@ -343,17 +452,13 @@ mod tests {
 
     #[test]
     fn valid_vectors_verify_decode_and_reencode_identically() {
-        for vector in load_vectors().iter().filter(|v| v.valid) {
+        for vector in load_vectors("announcements.txt").iter().filter(|v| v.valid) {
             let packet = vector.packet();
             let psk = vector.psk();
             let decoded = Verifier::new(&psk)
                 .verify_and_decode(&packet)
                 .unwrap_or_else(|e| panic!("vector {}: {e}", vector.name));
-            let expected = Announcement {
-                group: vector.field("group").parse().unwrap(),
-                timestamp_unix_us: vector.field("timestamp_unix_us").parse().unwrap(),
-                address: vector.field("address").parse().unwrap(),
-            };
+            let expected = fields_of(vector);
             assert_eq!(decoded, expected, "vector {}", vector.name);
             assert_eq!(
                 encode_signed(&expected, &psk).as_slice(),
@@ -366,11 +471,68 @@ mod tests {
 
     #[test]
     fn invalid_vectors_are_rejected_for_their_reason() {
-        for vector in load_vectors().iter().filter(|v| !v.valid) {
+        for vector in load_vectors("announcements.txt").iter().filter(|v| !v.valid) {
             let packet = vector.packet();
             let got = Verifier::new(&vector.psk()).verify_and_decode(&packet);
             assert_eq!(got, Err(expected_error(vector, packet.len())), "vector {}", vector.name);
         }
+    }
+
+    #[test]
+    fn valid_leave_vectors_verify_decode_and_reencode_identically() {
+        for vector in load_vectors("leaves.txt").iter().filter(|v| v.valid) {
+            let packet = vector.packet();
+            let psk = vector.psk();
+            let raw = RawAnnouncement::parse(&packet).unwrap();
+            assert_eq!(raw.check_version(), Ok(Kind::Leave), "vector {}", vector.name);
+            let decoded = Verifier::new(&psk)
+                .verify_leave(&raw)
+                .unwrap_or_else(|e| panic!("vector {}: {e}", vector.name));
+            let expected = fields_of(vector);
+            assert_eq!(decoded, expected, "vector {}", vector.name);
+            assert_eq!(
+                encode_signed_leave(&expected, &psk).as_slice(),
+                packet.as_slice(),
+                "vector {}",
+                vector.name
+            );
+            // A leave is never an announcement, whatever the key.
+            assert!(Verifier::new(&psk).verify(&raw).is_err(), "vector {}", vector.name);
+        }
+    }
+
+    #[test]
+    fn invalid_leave_vectors_are_rejected() {
+        for vector in load_vectors("leaves.txt").iter().filter(|v| !v.valid) {
+            let packet = vector.packet();
+            let got = Verifier::new(&vector.psk()).verify_and_decode_leave(&packet);
+            // Every invalid leave vector is 66 bytes with the leave version: only the
+            // signature can be what is wrong.
+            assert_eq!(got, Err(VerifyError::BadSignature), "vector {}", vector.name);
+        }
+    }
+
+    #[test]
+    fn an_announcement_with_its_version_changed_is_not_a_leave() {
+        let mut packet = encode_signed(&sample("10.0.0.1"), &psk(1));
+        packet[..2].copy_from_slice(&LEAVE_VERSION.to_be_bytes());
+        assert_eq!(
+            Verifier::new(&psk(1)).verify_and_decode_leave(&packet),
+            Err(VerifyError::BadSignature)
+        );
+        let leave = encode_signed_leave(&sample("10.0.0.1"), &psk(1));
+        assert_eq!(leave[..34], packet[..34], "the same header");
+        assert_eq!(Verifier::new(&psk(1)).verify_and_decode_leave(&leave), Ok(sample("10.0.0.1")));
+    }
+
+    #[test]
+    fn leaves_and_announcements_differ_only_in_version_and_signature() {
+        let fields = sample("2001:db8::9");
+        let announce = encode_signed(&fields, &psk(3));
+        let leave = encode_signed_leave(&fields, &psk(3));
+        assert_eq!(&leave[..2], &[0x01, 0x01]);
+        assert_eq!(announce[2..34], leave[2..34]);
+        assert_ne!(announce[34..], leave[34..]);
     }
 
     fn sample(address: &str) -> Announcement {
@@ -409,16 +571,18 @@ mod tests {
         assert_eq!(raw.group, 1000);
         assert_eq!(raw.timestamp_unix_us, 1_795_549_038_652_449);
         assert_eq!(raw.bytes(), &packet);
-        assert_eq!(raw.check_version(), Ok(()));
+        assert_eq!(raw.check_version(), Ok(Kind::Announce));
     }
 
     #[test]
     fn version_is_checked_before_the_signature() {
         // Wrong key AND wrong version: the cheap check must be the one reported.
         let mut packet = encode_signed(&sample("10.0.0.1"), &psk(1));
-        packet[1] = 0x01;
+        packet[1] = 0x02;
         let got = Verifier::new(&psk(2)).verify_and_decode(&packet);
-        assert_eq!(got, Err(VerifyError::BadVersion { found: 0x0101 }));
+        assert_eq!(got, Err(VerifyError::BadVersion { found: 0x0102, expected: "0x0100" }));
+        let raw = RawAnnouncement::parse(&packet).unwrap();
+        assert!(matches!(raw.check_version(), Err(VerifyError::BadVersion { found: 0x0102, .. })));
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //!
 //! Operators write it as 64 hex characters (`rgap genpsk` makes one). The key never shows up in
 //! logs: `Debug` is redacted, so a config struct can derive `Debug` without leaking it.
+//!
+//! A group may have several keys at once, so that keys can be rotated without downtime
+//! ([`PskList`]), written in the config or kept in a key file ([`parse_key_file`]): one key per
+//! line, `#` starts a comment.
 
 use std::fmt;
 use std::str::FromStr;
@@ -111,6 +115,122 @@ impl<'de> serde::Deserialize<'de> for Psk {
     }
 }
 
+/// One or more keys of a group, in the order given: YAML takes one key or a list of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PskList(Vec<Psk>);
+
+impl PskList {
+    /// The keys, in the order given.
+    pub fn keys(&self) -> &[Psk] {
+        &self.0
+    }
+
+    /// No key at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Psk> for PskList {
+    fn from(psk: Psk) -> Self {
+        PskList(vec![psk])
+    }
+}
+
+impl From<Vec<Psk>> for PskList {
+    fn from(keys: Vec<Psk>) -> Self {
+        PskList(keys)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PskList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PskListVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for PskListVisitor {
+            type Value = PskList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a key of {PSK_HEX_LEN} hex characters or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PskList, E> {
+                Psk::from_hex(v).map(PskList::from).map_err(E::custom)
+            }
+
+            // Element by element, so that a bad key's error names its index (`psk[1]`).
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PskList, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = seq.next_element::<Psk>()? {
+                    keys.push(key);
+                }
+                Ok(PskList(keys))
+            }
+        }
+
+        deserializer.deserialize_any(PskListVisitor)
+    }
+}
+
+/// Why a key file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileError {
+    /// A line that is not a key.
+    #[error("line {line}: {error}")]
+    BadKey {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        error: PskError,
+    },
+    /// Only comments and blank lines.
+    #[error("holds no key (one per line, {PSK_HEX_LEN} hex characters; # starts a comment)")]
+    Empty,
+}
+
+/// Reads the keys of a key file's text: one key per line, in order; blank lines and `#`
+/// comments (whole lines or after a key) are skipped.
+pub fn parse_key_file(text: &str) -> Result<Vec<Psk>, KeyFileError> {
+    let mut keys = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        // Hex keys never contain '#', so everything after one is a comment.
+        let key = line.split_once('#').map_or(line, |(key, _)| key).trim();
+        if key.is_empty() {
+            continue;
+        }
+        let psk =
+            Psk::from_hex(key).map_err(|error| KeyFileError::BadKey { line: index + 1, error })?;
+        keys.push(psk);
+    }
+    if keys.is_empty() {
+        return Err(KeyFileError::Empty);
+    }
+    Ok(keys)
+}
+
+/// Reads the keys of the key file at `path`; the error names the file (and the line).
+pub fn read_key_file(path: &std::path::Path) -> Result<Vec<Psk>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    parse_key_file(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// The warning for a file holding keys that users other than its owner may read, if it is
+/// one: `<file> is readable by others (mode 0644) and holds pre-shared keys: chmod 600 it`.
+pub fn readable_by_others_warning(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} is readable by others (mode {mode:04o}) and holds pre-shared keys: chmod 600 it",
+            path.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +290,35 @@ mod tests {
         assert_eq!(psk.to_hex(), KEY);
         let err = serde_yaml::from_str::<Psk>("abc").unwrap_err();
         assert!(err.to_string().contains("expected 64 hex characters, got 3"), "{err}");
+    }
+
+    #[test]
+    fn a_list_of_keys_deserializes_in_order_and_a_bad_one_is_named_by_index() {
+        let other = "11".repeat(32);
+        let list: PskList = serde_yaml::from_str(&format!("[{KEY}, {other}]")).unwrap();
+        assert_eq!(list.keys().len(), 2);
+        assert_eq!(list.keys()[1].to_hex(), other);
+        let one: PskList = serde_yaml::from_str(KEY).unwrap();
+        assert_eq!(one.keys(), &[Psk::from_hex(KEY).unwrap()]);
+        let yaml = format!("psk:\n- {KEY}\n- abc\n");
+        let error =
+            serde_path_to_error::deserialize::<_, std::collections::HashMap<String, PskList>>(
+                serde_yaml::Deserializer::from_str(&yaml),
+            )
+            .unwrap_err();
+        assert_eq!(error.path().to_string(), "psk[1]");
+        assert!(error.to_string().contains("expected 64 hex characters, got 3"), "{error}");
+    }
+
+    #[test]
+    fn key_files_hold_one_key_per_line_with_comments() {
+        let other = "22".repeat(32);
+        let text =
+            format!("# current key first\n{KEY}\n\n  {other}  # the old one, until Friday\n");
+        let keys = parse_key_file(&text).unwrap();
+        assert_eq!(keys.iter().map(Psk::to_hex).collect::<Vec<_>>(), [KEY.to_string(), other]);
+        assert_eq!(parse_key_file("# nothing\n\n"), Err(KeyFileError::Empty));
+        let error = parse_key_file(&format!("{KEY}\nabcd\n")).unwrap_err();
+        assert_eq!(error.to_string(), "line 2: expected 64 hex characters, got 4");
     }
 }

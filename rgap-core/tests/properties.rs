@@ -38,10 +38,9 @@ fn psk(key: [u8; 32]) -> Psk {
 fn group(id: u64, key: [u8; 32]) -> GroupConfig {
     GroupConfig {
         id,
-        psk: psk(key),
+        psk: psk(key).into(),
         expire: GoDuration(Duration::from_secs(15)),
-        clock_skew: GoDuration(Duration::ZERO),
-        readiness_delay: GoDuration(Duration::ZERO),
+        ..GroupConfig::default()
     }
 }
 

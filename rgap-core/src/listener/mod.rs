@@ -65,6 +65,9 @@ pub fn run(config_path: &Path) -> Result<(), ListenerError> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| ListenerError::Setup(format!("cannot install signal handlers: {e}")))?;
     let config = Config::load(config_path).map_err(ListenerError::Config)?;
+    for warning in config.key_file_warnings() {
+        tracing::warn!("{warning}");
+    }
     let listener = Listener::start(&config, config_path)?;
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     tracing::info!(
@@ -126,9 +129,10 @@ impl Listener {
         let (table_input, table_output) = crossbeam_channel::bounded(TABLE_QUEUE);
         let (spares_input, spares_output) = crossbeam_channel::bounded(TABLE_QUEUE);
         let notify_outputs = outputs.clone();
+        let table_stats = stats.clone();
         let table = spawn("group table", move || {
             let notify = |events: &[_]| notify_outputs.notify(events);
-            run_table(table, table_output, spares_input, notify);
+            run_table(table, table_output, spares_input, &table_stats, notify);
         })?;
 
         let stop = Arc::new(AtomicBool::new(false));

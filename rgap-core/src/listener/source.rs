@@ -38,8 +38,12 @@ const COALESCE: Duration = Duration::from_micros(1000);
 pub fn open(spec: &AddrSpec) -> io::Result<UdpSocket> {
     let addr = spec.addr;
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Lets several listeners (and a multicast and a unicast entry) share a port.
-    socket.set_reuse_address(true)?;
+    // Multicast sockets share their group and port with other listeners on the host, as the
+    // Go rgap's do. A unicast socket never does: with SO_REUSEADDR, any local user could bind
+    // the same address and port and take announcements meant for this listener.
+    if addr.ip().is_multicast() {
+        socket.set_reuse_address(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

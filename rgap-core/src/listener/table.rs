@@ -3,12 +3,19 @@
 //! (events) and a published view to the plugin host.
 //!
 //! Semantics are the Go listener's: a new address joins; a known one has its expiry moved
-//! later, never earlier, and does not re-join; at its expiry it leaves. Deadlines are kept
-//! in monotonic time, computed from the announcement's wall-clock timestamp on arrival, so a
-//! wall-clock step does not expire everyone at once.
+//! later and does not re-join; at its expiry it leaves. Deadlines are kept in monotonic time,
+//! computed from the announcement's wall-clock timestamp on arrival, so a wall-clock step does
+//! not expire everyone at once.
+//!
+//! On top of that, the table guards against replays: a member's datagrams must get newer
+//! (an older or repeated one is dropped as `stale`), a signed leave removes a member at once
+//! and leaves a tombstone that turns away announcements up to the leave's time until they
+//! could no longer pass the clock-skew check anyway, and a group's `max_members` caps how many
+//! addresses a key holder can make it hold (`group_full`).
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RArc, RVec};
@@ -16,13 +23,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hashbrown::hash_table::{Entry, HashTable};
 use rgap_plugin_api::{Event, Member, MemberList};
 use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
-use rustc_hash::FxBuildHasher;
 
 use crate::config::GroupConfig;
 use crate::plugin_host::{GroupState, GroupsView, SharedView};
-use crate::protocol::unix_micros;
+use crate::protocol::{unix_micros, Kind};
 
 use super::check::Accepted;
+use super::stats::{BatchCounts, DropReason, ListenerStats};
 
 /// A refresh only moves an expiry, which outputs need for TTLs but not urgently: it is
 /// published at most this often, while joins, leaves and readiness are published at once.
@@ -46,6 +53,9 @@ const MAX_PUBLISH_PAUSE: Duration = Duration::from_millis(250);
 /// much later while many of a large group leave.
 const SWEEP_COST_FACTOR: u32 = 100;
 const MAX_SWEEP_PAUSE: Duration = Duration::from_millis(100);
+
+/// A full group is warned about at most this often (its drops are counted every time).
+const GROUP_FULL_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
 /// sources hand over announcements without waking a thread for each one.
@@ -80,42 +90,122 @@ struct Group {
     /// every output has let go of it: a group of 200 000 members then reuses 5 MB that is
     /// already mapped instead of page-faulting a fresh copy in each time.
     retired: Option<MemberList>,
+    /// Addresses that left by a signed leave, until announcements from before the leave
+    /// could no longer be valid.
+    tombstones: HashMap<[u8; 16], Tombstone, AddressHasher>,
+    /// No tombstone's `until` is earlier (`u64::MAX` when there are none).
+    tombstones_earliest: u64,
+    /// `max_members`, or `usize::MAX`.
+    max_members: usize,
+    /// When the group was last warned about as full.
+    full_warned_at: Option<Instant>,
 }
 
-/// Fx hashing: addresses passed the HMAC, so nobody without the key can choose them to
-/// force collisions.
-fn address_hash(address: &[u8; 16]) -> u64 {
-    FxBuildHasher.hash_one(address)
+/// What a signed leave leaves behind.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    /// The leave's timestamp + `expire` (in the unit of `Member::expires_at_unix_us`):
+    /// announcements up to it are older than the leave.
+    expires_at_us: i64,
+    /// Table ticks after which no announcement that old can pass the clock-skew check.
+    until: u64,
+}
+
+/// Hashes member addresses with keys drawn from the OS once per process. Any key holder
+/// chooses the addresses it announces; with a hash everyone can compute, it could choose
+/// thousands that collide and turn each lookup in its group into a scan.
+#[derive(Clone)]
+struct AddressHasher(foldhash::fast::SeedableRandomState);
+
+impl AddressHasher {
+    fn new() -> AddressHasher {
+        static SHARED: OnceLock<(u64, foldhash::SharedSeed)> = OnceLock::new();
+        let (per_hasher, shared) = SHARED.get_or_init(|| {
+            let mut seed = [0u8; 16];
+            // Should the OS have no randomness to give, foldhash's own seeding (address
+            // space layout, time) is still a per-process seed.
+            if getrandom::getrandom(&mut seed).is_err() {
+                let fallback = foldhash::fast::RandomState::default();
+                seed[..8].copy_from_slice(&fallback.hash_one(0u64).to_ne_bytes());
+                seed[8..].copy_from_slice(&fallback.hash_one(1u64).to_ne_bytes());
+            }
+            let [a, b] =
+                [&seed[..8], &seed[8..]].map(|s| u64::from_ne_bytes(s.try_into().unwrap()));
+            (a, foldhash::SharedSeed::from_u64(b))
+        });
+        AddressHasher(foldhash::fast::SeedableRandomState::with_seed(*per_hasher, shared))
+    }
+
+    fn hash(&self, address: &[u8; 16]) -> u64 {
+        self.0.hash_one(address)
+    }
+}
+
+impl BuildHasher for AddressHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
 }
 
 impl Group {
     /// Where `address` is in `members`.
     fn position_of(&self, address: &[u8; 16]) -> Option<usize> {
         let members = &self.members;
-        let found = self
-            .positions
-            .find(address_hash(address), |&p| members[p as usize].address == *address);
+        let found = self.positions.find(self.tombstones.hasher().hash(address), |&p| {
+            members[p as usize].address == *address
+        });
         found.map(|&p| p as usize)
     }
 
     fn remove(&mut self, position: usize) -> Member {
+        let hasher = self.tombstones.hasher();
         let last = self.members.len() - 1;
         let member = self.members.swap_remove(position);
         self.deadlines.swap_remove(position);
         // Positions are unique: entries are found by position, without comparing addresses.
         if let Ok(entry) =
-            self.positions.find_entry(address_hash(&member.address), |&p| p as usize == position)
+            self.positions.find_entry(hasher.hash(&member.address), |&p| p as usize == position)
         {
             entry.remove();
         }
         if let Some(moved) = self.members.get(position) {
             if let Some(slot) =
-                self.positions.find_mut(address_hash(&moved.address), |&p| p as usize == last)
+                self.positions.find_mut(hasher.hash(&moved.address), |&p| p as usize == last)
             {
                 *slot = position as u32;
             }
         }
         member
+    }
+
+    /// Remembers that `address` left with a leave whose timestamp + `expire` is
+    /// `expires_at_us`, until ticks `until`. A tombstone for an address that is no member is
+    /// kept only while the group has room for it, so a key holder's leaves cannot hold more
+    /// memory than its announcements could.
+    fn bury(&mut self, address: [u8; 16], expires_at_us: i64, until: u64, was_member: bool) {
+        if !was_member
+            && self.tombstones.len() >= self.max_members
+            && !self.tombstones.contains_key(&address)
+        {
+            return;
+        }
+        let tombstone =
+            self.tombstones.entry(address).or_insert(Tombstone { expires_at_us, until });
+        tombstone.expires_at_us = tombstone.expires_at_us.max(expires_at_us);
+        tombstone.until = tombstone.until.max(until);
+        self.tombstones_earliest = self.tombstones_earliest.min(tombstone.until);
+    }
+
+    /// Forgets tombstones no announcement could get past any more.
+    fn prune_tombstones(&mut self, now: u64) {
+        if self.tombstones_earliest > now {
+            return;
+        }
+        self.tombstones.retain(|_, tombstone| tombstone.until > now);
+        self.tombstones_earliest =
+            self.tombstones.values().map(|tombstone| tombstone.until).min().unwrap_or(u64::MAX);
     }
 
     /// Appends the members whose deadline is at or before `now` to `due` (as the group at
@@ -173,6 +263,9 @@ pub struct GroupTable {
     /// When the next publish may start (see `PUBLISH_COST_FACTOR`).
     publish_pacer: CostPacer,
     view: SharedView,
+    /// Datagrams the sources accepted that the table turned away since the last
+    /// [`GroupTable::take_rejected`] (`stale`, `group_full`).
+    rejected: BatchCounts,
 }
 
 impl GroupTable {
@@ -194,6 +287,10 @@ impl GroupTable {
                 membership_revision: 0,
                 published: MemberList::default(),
                 retired: None,
+                tombstones: HashMap::with_hasher(AddressHasher::new()),
+                tombstones_earliest: u64::MAX,
+                max_members: config.max_members.map_or(usize::MAX, |max| max as usize),
+                full_warned_at: None,
             })
             .collect();
         let mut table = GroupTable {
@@ -206,13 +303,14 @@ impl GroupTable {
             publish_pacer: CostPacer::new(PUBLISH_COST_FACTOR, MAX_PUBLISH_PAUSE)
                 .with_knee(PUBLISH_COST_KNEE),
             view,
+            rejected: BatchCounts::default(),
         };
         table.mark_ready(start);
         table.publish();
         table
     }
 
-    /// Applies one verified announcement that arrived at `now` / `now_wall_us`.
+    /// Applies one verified announcement or leave that arrived at `now` / `now_wall_us`.
     pub fn apply(&mut self, announcement: &Accepted, now: Instant, now_wall_us: i64) {
         let now_ticks = self.ticks(now);
         let Some(group) = self.groups.get_mut(announcement.group_index as usize) else {
@@ -220,14 +318,30 @@ impl GroupTable {
         };
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
         let deadline = now_ticks.saturating_add(remaining_us as u64);
+        let address = announcement.address;
+        if announcement.kind == Kind::Leave {
+            self.apply_leave(announcement, deadline);
+            return;
+        }
+        // Almost always empty: one branch for the common case.
+        if !group.tombstones.is_empty() {
+            if let Some(tombstone) = group.tombstones.get(&address) {
+                if announcement.expires_at_us <= tombstone.expires_at_us {
+                    self.rejected.drop(DropReason::Stale);
+                    return;
+                }
+                // Newer than the leave: the member is back.
+                group.tombstones.remove(&address);
+            }
+        }
 
         // One hash of the address, whether it is new or known.
-        let address = announcement.address;
+        let hasher = group.tombstones.hasher();
         let members = &group.members;
         let entry = group.positions.entry(
-            address_hash(&address),
+            hasher.hash(&address),
             |&p| members[p as usize].address == address,
-            |&p| address_hash(&members[p as usize].address),
+            |&p| hasher.hash(&members[p as usize].address),
         );
         match entry {
             Entry::Occupied(known) => {
@@ -238,6 +352,27 @@ impl GroupTable {
                     group.deadlines[position] = deadline;
                     group.stale = true;
                     self.refreshed_since.get_or_insert(now);
+                } else {
+                    // Not newer than what was accepted: a replay, or the same datagram
+                    // heard twice (on two sockets, say), which is normal.
+                    if announcement.expires_at_us == member.expires_at_unix_us {
+                        self.rejected.duplicates += 1;
+                    }
+                    self.rejected.drop(DropReason::Stale);
+                }
+            }
+            Entry::Vacant(_) if group.members.len() >= group.max_members => {
+                self.rejected.drop(DropReason::GroupFull);
+                let warned_lately = group
+                    .full_warned_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < GROUP_FULL_WARN_INTERVAL);
+                if !warned_lately {
+                    group.full_warned_at = Some(now);
+                    tracing::warn!(
+                        "group {} is full (max_members: {}): dropping announcements of new addresses (counted as group_full)",
+                        group.id,
+                        group.max_members
+                    );
                 }
             }
             Entry::Vacant(slot) => {
@@ -258,6 +393,33 @@ impl GroupTable {
         }
     }
 
+    /// A verified leave: the member goes at once unless it has announced since. Its
+    /// tombstone lasts until `until` (ticks), when the leave itself would have expired as an
+    /// announcement: by then no announcement from before it passes the clock-skew check
+    /// (`clock_skew` is at most `expire`).
+    fn apply_leave(&mut self, leave: &Accepted, until: u64) {
+        let group = &mut self.groups[leave.group_index as usize];
+        let position = group.position_of(&leave.address);
+        if let Some(position) = position {
+            if leave.expires_at_us < group.members[position].expires_at_unix_us {
+                // Older than the member's newest announcement: it came back since.
+                self.rejected.drop(DropReason::Stale);
+                return;
+            }
+            let member = group.remove(position);
+            group.stale = true;
+            group.membership_revision += 1;
+            self.membership_changed = true;
+            self.events.push(Event::Leave { group: group.id, member });
+        }
+        group.bury(leave.address, leave.expires_at_us, until, position.is_some());
+    }
+
+    /// The drops decided here since the last call (see [`ListenerStats::reject_accepted`]).
+    pub fn take_rejected(&mut self) -> BatchCounts {
+        std::mem::take(&mut self.rejected)
+    }
+
     /// Microseconds from the epoch to `at` (0 before it).
     fn ticks(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_micros() as u64
@@ -275,6 +437,7 @@ impl GroupTable {
             if group.earliest <= now && group.sweep_pacer.is_ready(at) {
                 group.sweep(index as u32, now, &mut due);
             }
+            group.prune_tombstones(now);
         }
         // Stable: members due at the same moment leave in the order they were found.
         due.sort_by_key(|&(deadline, _, _)| deadline);
@@ -379,6 +542,7 @@ pub fn run_table(
     mut table: GroupTable,
     input: Receiver<TableInput>,
     spares: Sender<TableInput>,
+    stats: &ListenerStats,
     mut notify: impl FnMut(&[Event]),
 ) {
     table.flush_events(&mut notify);
@@ -401,6 +565,7 @@ pub fn run_table(
                     batch.clear();
                     let _ = spares.try_send(batch);
                 }
+                stats.reject_accepted(&table.take_rejected());
                 false
             }
             Err(RecvTimeoutError::Timeout) => false,
@@ -438,10 +603,10 @@ mod tests {
     fn group_config(readiness_delay: Duration) -> GroupConfig {
         GroupConfig {
             id: GROUP,
-            psk: Psk::from_hex(&"ab".repeat(32)).unwrap(),
+            psk: Psk::from_hex(&"ab".repeat(32)).unwrap().into(),
             expire: GoDuration(Duration::from_secs(15)),
-            clock_skew: GoDuration(Duration::ZERO),
             readiness_delay: GoDuration(readiness_delay),
+            ..GroupConfig::default()
         }
     }
 
@@ -450,7 +615,11 @@ mod tests {
         address[10] = 0xff;
         address[11] = 0xff;
         address[12..].copy_from_slice(&[10, 0, 0, last_octet]);
-        Accepted { group_index: 0, address, expires_at_us }
+        Accepted { group_index: 0, kind: Kind::Announce, address, expires_at_us }
+    }
+
+    fn leave(last_octet: u8, expires_at_us: i64) -> Accepted {
+        Accepted { kind: Kind::Leave, ..announce(last_octet, expires_at_us) }
     }
 
     /// A table of one group with no readiness delay, its `Ready` event already taken.
@@ -568,6 +737,99 @@ mod tests {
             before.groups[1].members.as_slice(),
             after.groups[1].members.as_slice()
         ));
+    }
+
+    fn stale_and_full(table: &mut GroupTable) -> (u64, u64, u64) {
+        let rejected = table.take_rejected();
+        (
+            rejected.dropped[DropReason::Stale as usize],
+            rejected.duplicates,
+            rejected.dropped[DropReason::GroupFull as usize],
+        )
+    }
+
+    #[test]
+    fn older_and_repeated_announcements_are_stale_and_only_repeats_are_duplicates() {
+        let (start, _view, mut table) = one_ready_group();
+        table.apply(&announce(1, 20_000_000), start, 0);
+        table.apply(&announce(1, 20_000_000), start, 0);
+        table.apply(&announce(1, 19_000_000), start, 0);
+        assert_eq!(stale_and_full(&mut table), (2, 1, 0));
+        assert_eq!(table.take_events().len(), 1, "one join");
+    }
+
+    #[test]
+    fn a_leave_removes_the_member_at_once_and_turns_away_older_announcements() {
+        let (start, view, mut table) = one_ready_group();
+        table.apply(&announce(1, 15_000_000), start, 0);
+        table.take_events();
+        table.apply(&leave(1, 16_000_000), start, 1_000_000);
+        let events = table.take_events();
+        assert!(matches!(events.as_slice(), [Event::Leave { group: GROUP, .. }]), "{events:?}");
+        table.publish();
+        assert!(members_of(&view).is_empty());
+        // A replay of the announcement, or one as old as the leave, does not re-join...
+        table.apply(&announce(1, 15_000_000), start, 1_000_000);
+        table.apply(&announce(1, 16_000_000), start, 1_000_000);
+        assert!(table.take_events().is_empty());
+        assert_eq!(stale_and_full(&mut table), (2, 0, 0));
+        // ...a newer one does.
+        table.apply(&announce(1, 16_000_001), start, 1_000_000);
+        assert!(matches!(table.take_events().as_slice(), [Event::Join { .. }]));
+    }
+
+    #[test]
+    fn a_leave_older_than_the_newest_announcement_is_stale() {
+        let (start, _view, mut table) = one_ready_group();
+        table.apply(&announce(1, 15_000_000), start, 0);
+        table.apply(&announce(1, 17_000_000), start, 0);
+        table.take_events();
+        table.apply(&leave(1, 16_000_000), start, 0);
+        assert!(table.take_events().is_empty());
+        assert_eq!(table.member_count(), 1);
+        assert_eq!(stale_and_full(&mut table), (1, 0, 0));
+    }
+
+    #[test]
+    fn tombstones_go_once_no_announcement_from_before_the_leave_can_be_valid() {
+        let (start, _view, mut table) = one_ready_group();
+        // A leave for an address that is no member still guards against its replays.
+        table.apply(&leave(1, 15_000_000), start, 0);
+        assert_eq!(table.groups[0].tombstones.len(), 1);
+        table.expire(start + Duration::from_secs(14));
+        assert_eq!(table.groups[0].tombstones.len(), 1);
+        table.expire(start + Duration::from_secs(15));
+        assert!(table.groups[0].tombstones.is_empty(), "memory is bounded in time");
+    }
+
+    #[test]
+    fn a_full_group_turns_away_new_addresses_but_refreshes_its_members() {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let config = GroupConfig { max_members: Some(2), ..group_config(Duration::ZERO) };
+        let mut table = GroupTable::new(&[config], start, view);
+        table.take_events();
+        for octet in 1..=4 {
+            table.apply(&announce(octet, 15_000_000), start, 0);
+        }
+        assert_eq!(table.member_count(), 2);
+        assert_eq!(stale_and_full(&mut table), (0, 0, 2));
+        table.apply(&announce(1, 16_000_000), start, 0);
+        table.publish();
+        assert_eq!(stale_and_full(&mut table), (0, 0, 0), "a member's refresh is no drop");
+        // Leaves of addresses that are not members hold no more than max_members tombstones.
+        for octet in 10..20 {
+            table.apply(&leave(octet, 15_000_000), start, 0);
+        }
+        assert_eq!(table.groups[0].tombstones.len(), 2);
+    }
+
+    #[test]
+    fn the_address_hash_is_keyed_but_the_same_within_a_process() {
+        let (a, b) = (AddressHasher::new(), AddressHasher::new());
+        let address = [7u8; 16];
+        assert_eq!(a.hash(&address), b.hash(&address));
+        assert_ne!(a.hash(&address), foldhash::fast::FixedState::default().hash_one(address));
     }
 
     proptest::proptest! {
