@@ -23,6 +23,7 @@ use crate::plugin_host::{GroupState, GroupsView, SharedView};
 use crate::protocol::unix_micros;
 
 use super::check::Accepted;
+use super::group_stats::{GroupCounters, GroupStats};
 
 /// A refresh only moves an expiry, which outputs need for TTLs but not urgently: it is
 /// published at most this often, while joins, leaves and readiness are published at once.
@@ -173,6 +174,8 @@ pub struct GroupTable {
     /// When the next publish may start (see `PUBLISH_COST_FACTOR`).
     publish_pacer: CostPacer,
     view: SharedView,
+    /// Accepted, joined and left, by group index, for the monitoring endpoint.
+    counters: GroupStats,
 }
 
 impl GroupTable {
@@ -195,7 +198,8 @@ impl GroupTable {
                 published: MemberList::default(),
                 retired: None,
             })
-            .collect();
+            .collect::<Vec<Group>>();
+        let counters = groups.iter().map(|group| GroupCounters::new(group.id)).collect();
         let mut table = GroupTable {
             groups,
             due: Vec::new(),
@@ -206,6 +210,7 @@ impl GroupTable {
             publish_pacer: CostPacer::new(PUBLISH_COST_FACTOR, MAX_PUBLISH_PAUSE)
                 .with_knee(PUBLISH_COST_KNEE),
             view,
+            counters,
         };
         table.mark_ready(start);
         table.publish();
@@ -218,6 +223,8 @@ impl GroupTable {
         let Some(group) = self.groups.get_mut(announcement.group_index as usize) else {
             return;
         };
+        let counters = &self.counters[announcement.group_index as usize];
+        counters.count_accepted();
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
         let deadline = now_ticks.saturating_add(remaining_us as u64);
 
@@ -253,6 +260,7 @@ impl GroupTable {
                 group.stale = true;
                 group.membership_revision += 1;
                 self.membership_changed = true;
+                counters.count_join();
                 self.events.push(Event::Join { group: group.id, member });
             }
         }
@@ -287,6 +295,7 @@ impl GroupTable {
             group.stale = true;
             group.membership_revision += 1;
             self.membership_changed = true;
+            self.counters[group_index as usize].count_leave();
             self.events.push(Event::Leave { group: group.id, member });
         }
         due.clear();
@@ -358,6 +367,11 @@ impl GroupTable {
     fn flush_events(&mut self, notify: &mut impl FnMut(&[Event])) {
         notify(&self.events);
         self.events.clear();
+    }
+
+    /// The per-group counters, shared with whoever reads them.
+    pub fn counters(&self) -> GroupStats {
+        self.counters.clone()
     }
 
     /// Number of live members in all groups.

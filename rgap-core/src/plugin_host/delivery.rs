@@ -14,6 +14,7 @@ use abi_stable::std_types::{RResult, RStr};
 use rgap_plugin_api::{ErrorKind, Event, HostBox, OutputBox, PluginError};
 
 use super::loader::LoadedPlugin;
+use super::status::OutputStatus;
 use super::view::SharedView;
 
 /// Events an output may have queued before it is resynchronised instead.
@@ -156,6 +157,7 @@ pub struct Delivery {
     pub host: HostBox,
     pub view: SharedView,
     pub mailbox: Arc<Mailbox>,
+    pub status: Arc<OutputStatus>,
 }
 
 impl Delivery {
@@ -184,6 +186,7 @@ impl Delivery {
                             self.name
                         );
                         output = Some(instance);
+                        self.status.restarted();
                         created_at = Instant::now();
                         self.mailbox.restart_from_snapshot();
                     }
@@ -210,6 +213,7 @@ impl Delivery {
                     backoff.peek()
                 );
                 output = None;
+                self.status.went_down();
                 if work.stop {
                     return;
                 }
@@ -227,6 +231,7 @@ impl Delivery {
     /// Delivers one batch in order; returns the error only if the plugin panicked.
     fn deliver(&self, output: &mut OutputBox, work: &Work) -> Result<(), PluginError> {
         if work.resync {
+            self.status.resynced();
             self.check("on_event(Resync)", output.on_event(&Event::Resync))?;
         }
         for event in &work.events {

@@ -7,6 +7,7 @@ mod discovery;
 mod host_impl;
 mod listing;
 mod loader;
+mod status;
 mod view;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub use discovery::{find_plugin, search_dirs, PLUGIN_PATH_ENV, SYSTEM_PLUGIN_DIR
 pub use host_impl::StatsSource;
 pub use listing::{write_listing, write_listing_for};
 pub use loader::{load, LoadError, LoadedPlugin};
+pub use status::OutputStatus;
 pub use view::{shared_view, GroupState, GroupsView, SharedView};
 
 use delivery::{Delivery, Mailbox};
@@ -57,6 +59,7 @@ fn searched_list(dirs: &[PathBuf]) -> String {
 struct RunningOutput {
     name: String,
     mailbox: Arc<Mailbox>,
+    status: Arc<OutputStatus>,
     thread: Option<JoinHandle<()>>,
     finished: crossbeam_channel::Receiver<()>,
 }
@@ -113,6 +116,11 @@ impl PluginHost {
         self.outputs.is_empty()
     }
 
+    /// The status of every output, in config order.
+    pub fn statuses(&self) -> Vec<Arc<OutputStatus>> {
+        self.outputs.iter().map(|output| output.status.clone()).collect()
+    }
+
     /// Hands `events` (possibly none) and a new snapshot to every output; never blocks.
     pub fn notify(&self, events: &[Event]) {
         for output in &self.outputs {
@@ -167,6 +175,7 @@ fn prepare(
     let plugin =
         load(&path).map_err(|source| StartError::Load { index, kind: kind.clone(), source })?;
     let name = format!("{kind}#{index}");
+    let status = Arc::new(OutputStatus::new(&name, &kind));
     let delivery = Delivery {
         host: host_impl::host_for(&name, stats.clone()),
         name,
@@ -174,6 +183,7 @@ fn prepare(
         spec_yaml: config.spec_yaml.clone(),
         view: view.clone(),
         mailbox: Arc::new(Mailbox::default()),
+        status,
     };
     // Every instance starts from a snapshot of the current state.
     delivery.mailbox.push(&[]);
@@ -198,11 +208,12 @@ fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Res
     let (done, finished) = crossbeam_channel::bounded(1);
     let name = delivery.name.clone();
     let mailbox = delivery.mailbox.clone();
+    let status = delivery.status.clone();
     let thread = std::thread::Builder::new().name(format!("output {name}")).spawn(move || {
         delivery.run(output);
         let _ = done.send(());
     })?;
-    Ok(RunningOutput { name, mailbox, thread: Some(thread), finished })
+    Ok(RunningOutput { name, mailbox, status, thread: Some(thread), finished })
 }
 
 #[cfg(test)]
