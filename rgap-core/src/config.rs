@@ -274,7 +274,8 @@ mod tests {
     fn http_listen_is_optional_and_checked() {
         let config = Config::parse(&config_with_group("  expire: 1s\n")).unwrap();
         assert!(config.http.is_none());
-        let text = format!("{}http:\n  listen: 127.0.0.1:9253\n", config_with_group("  expire: 1s\n"));
+        let text =
+            format!("{}http:\n  listen: 127.0.0.1:9253\n", config_with_group("  expire: 1s\n"));
         let listen = Config::parse(&text).unwrap().http.unwrap().listen;
         assert_eq!(listen, "127.0.0.1:9253".parse().unwrap());
         let text = format!("{}http:\n  listen: nonsense\n", config_with_group("  expire: 1s\n"));

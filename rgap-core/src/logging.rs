@@ -58,7 +58,11 @@ pub fn init(format: LogFormat) {
 struct OutputFirst;
 
 impl<'writer> FormatFields<'writer> for OutputFirst {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         let mut visitor = TextFields::default();
         fields.record(&mut visitor);
         let mut parts = Vec::with_capacity(2);

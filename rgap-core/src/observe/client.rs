@@ -96,8 +96,7 @@ async fn get(
 ) -> Result<(StatusCode, String), String> {
     let port = authority.port_u16().unwrap_or(80);
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    let stream =
-        tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;

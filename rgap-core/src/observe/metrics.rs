@@ -89,10 +89,8 @@ impl Collector for BuildInfo {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let help = "rgap's version and the plugin API version it loads plugins against";
         let mut info = encoder.encode_descriptor("rgap_build", help, None, MetricType::Info)?;
-        let labels = [
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("plugin_api", rgap_plugin_api::API_VERSION),
-        ];
+        let labels =
+            [("version", env!("CARGO_PKG_VERSION")), ("plugin_api", rgap_plugin_api::API_VERSION)];
         info.encode_info(&labels)
     }
 }
@@ -110,8 +108,12 @@ impl Collector for Datagrams {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let counts = self.0.stats.read();
         let help = "Datagrams read from the listen sockets";
-        let received =
-            encoder.encode_descriptor("rgap_datagrams_received", help, None, MetricType::Counter)?;
+        let received = encoder.encode_descriptor(
+            "rgap_datagrams_received",
+            help,
+            None,
+            MetricType::Counter,
+        )?;
         ConstCounter::new(counts.received).encode(received)?;
         // The reasons of the drop log line, all of them, so a rate of 0 is visible too.
         counters(

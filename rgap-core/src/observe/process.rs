@@ -72,26 +72,43 @@ impl Collector for ProcessCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(stat.cpu_seconds).encode(family)?;
-            gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", stat.resident_bytes as f64)?;
-            gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes", stat.virtual_bytes as f64)?;
+            gauge(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                stat.resident_bytes,
+            )?;
+            gauge(
+                &mut encoder,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                stat.virtual_bytes,
+            )?;
             if let Some(boot) = boot {
                 let start = boot as f64 + stat.start_after_boot_seconds;
-                gauge(&mut encoder, "process_start_time_seconds", "Start time of the process since unix epoch in seconds", start)?;
+                let help = "Start time of the process since unix epoch in seconds";
+                let family = encoder.encode_descriptor(
+                    "process_start_time_seconds",
+                    help,
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(start).encode(family)?;
             }
         }
         if let Some(open) = open_fds() {
-            gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", open as f64)?;
+            gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", open)?;
         }
         if let Some(max) = max_fds() {
-            gauge(&mut encoder, "process_max_fds", "Maximum number of open file descriptors", max as f64)?;
+            gauge(&mut encoder, "process_max_fds", "Maximum number of open file descriptors", max)?;
         }
         Ok(())
     }
 }
 
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> fmt::Result {
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
     let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(value).encode(family)
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family)
 }
 
 #[cfg(test)]
@@ -112,7 +129,10 @@ mod tests {
 
     #[test]
     fn boot_time_is_the_btime_line() {
-        assert_eq!(parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 5\n"), Some(1_700_000_000));
+        assert_eq!(
+            parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 5\n"),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse_boot_time("cpu 1\n"), None);
     }
 
