@@ -1,7 +1,9 @@
 //! Per-group counters: announcements accepted, joins and leaves. The group table thread
 //! adds to them as it applies announcements and expires members; the monitoring endpoint
-//! reads them. Atomics in one slice indexed like the config's groups, so counting is one
-//! uncontended add and never a lock.
+//! reads them. Atomics in one slice indexed like the config's groups.
+//!
+//! The table thread is the only writer, so a count is a plain load and store (no locked
+//! read-modify-write per announcement); readers see each value whole, at most a moment old.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,16 +35,17 @@ impl GroupCounters {
         }
     }
 
+    /// Only from the table thread (see the module doc), as the next three.
     pub(crate) fn count_accepted(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+        bump(&self.accepted);
     }
 
     pub(crate) fn count_join(&self) {
-        self.joins.fetch_add(1, Ordering::Relaxed);
+        bump(&self.joins);
     }
 
     pub(crate) fn count_leave(&self) {
-        self.leaves.fetch_add(1, Ordering::Relaxed);
+        bump(&self.leaves);
     }
 
     pub fn read(&self) -> GroupCounts {
@@ -53,6 +56,11 @@ impl GroupCounters {
             leaves: self.leaves.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Adds one, for a counter with a single writer.
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// The counters of every group, in config order (the table's group index).

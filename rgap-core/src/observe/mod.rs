@@ -20,14 +20,14 @@ use crate::listener::{GroupStats, ListenerStats};
 use crate::plugin_host::{OutputStatus, SharedView};
 
 pub use client::{fetch_members, members_url, ClientError};
-pub use http::{bind, HttpServer};
-pub use members::{render_table, MembersReply};
-pub use metrics::Metrics;
-pub use routes::Routes;
+pub(crate) use http::{bind, HttpServer};
+pub use members::{render_table, GroupMembers, MemberEntry, MembersReply};
+pub(crate) use metrics::Metrics;
+pub(crate) use routes::Routes;
 
 /// What the endpoint reports on: shared, read-only handles on the listener's own state.
 #[derive(Clone)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Datagrams received, accepted and dropped (by reason).
     pub stats: Arc<ListenerStats>,
     /// The groups as last published to outputs: members, readiness.
