@@ -5,7 +5,7 @@
 //! `error: ...` line on stderr and exit code 1.
 
 use std::fmt::Display;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 use rgap_core::addrspec::AddrSpec;
 use rgap_core::agent::{self, AgentOptions, HealthCheck, DEFAULT_DESTINATION};
 use rgap_core::psk::Psk;
-use tracing_subscriber::EnvFilter;
 
 /// Redundancy Group Announcement Protocol: lets one group of hosts learn the IP addresses of
 /// another through HMAC-signed UDP announcements.
@@ -23,6 +22,15 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as one JSON object per line
+    #[arg(long, global = true, value_enum, env = "RGAP_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +48,8 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the rgap version and the plugin API version
     Version,
+    /// Ask a running listener who is in each group (over its `http` endpoint)
+    Members(MembersArgs),
 }
 
 /// Values are taken as strings and checked here, so that every message names its flag.
@@ -111,6 +121,22 @@ struct ValidateArgs {
 }
 
 #[derive(clap::Args)]
+struct MembersArgs {
+    /// Listener configuration whose `http.listen` to ask
+    #[arg(short, long, default_value = "rgap.yaml")]
+    config: PathBuf,
+    /// Base URL of the listener's endpoint instead, e.g. http://127.0.0.1:9253
+    #[arg(long)]
+    url: Option<String>,
+    /// Only this group
+    #[arg(short, long)]
+    group: Option<u64>,
+    /// Print the JSON of /v1/members instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct PluginsArgs {
     /// Also search the `plugin_dirs` of this listener configuration
     #[arg(short, long)]
@@ -122,7 +148,10 @@ type CliError = String;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    rgap_core::logging::init(match cli.log_format {
+        LogFormatArg::Text => rgap_core::logging::LogFormat::Text,
+        LogFormatArg::Json => rgap_core::logging::LogFormat::Json,
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -131,20 +160,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs go to stderr, filtered by RUST_LOG (default `info`; a bad filter also means `info`).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes would clutter log files and journald.
-        .with_ansi(std::io::stderr().is_terminal())
-        // If stderr goes away (a closed pipe, a restarted log collector), log lines are lost
-        // but the listener keeps running: tracing's fallback `eprintln!` would panic instead.
-        .log_internal_errors(false)
-        .init();
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -182,6 +197,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 )
             })
         }
+        Command::Members(args) => members(args),
         Command::Version => print_out(|out| {
             writeln!(
                 out,
@@ -191,6 +207,31 @@ fn run(cli: Cli) -> Result<(), CliError> {
             )
         }),
     }
+}
+
+/// `rgap members`: the base URL from `--url` or the config's `http.listen`, one GET, then
+/// the JSON as it came or a table.
+fn members(args: MembersArgs) -> Result<(), CliError> {
+    let base = match args.url {
+        Some(url) => url,
+        None => {
+            let config = rgap_core::config::Config::load(&args.config).map_err(line)?;
+            let http = config.http.ok_or_else(|| {
+                format!(
+                    "{}: no http.listen: this listener serves no members over HTTP (add `http: {{listen: 127.0.0.1:9253}}`, or pass --url)",
+                    args.config.display()
+                )
+            })?;
+            rgap_core::observe::members_url(http.listen)
+        }
+    };
+    let json = rgap_core::observe::fetch_members(&base, args.group).map_err(line)?;
+    if args.json {
+        return print_out(|out| writeln!(out, "{json}"));
+    }
+    let reply = rgap_core::observe::MembersReply::from_json(&json)
+        .map_err(|e| format!("{base}: the reply is not a member list: {e}"))?;
+    print_out(|out| out.write_all(rgap_core::observe::render_table(&reply).as_bytes()))
 }
 
 fn line(error: impl Display) -> CliError {

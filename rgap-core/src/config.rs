@@ -34,6 +34,32 @@ pub struct Config {
     /// filled by [`Config::load`] for [`Config::key_file_warnings`].
     #[serde(skip)]
     pub key_files: Vec<PathBuf>,
+    /// The monitoring endpoint (`/metrics`, `/health`, `/ready`, `/v1/members`); without
+    /// it nothing listens.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+/// `http:`: where the monitoring endpoint listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` (an IP literal), e.g. `127.0.0.1:9253`.
+    #[serde(deserialize_with = "http_listen_address")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// An IP `host:port`, refused with a message that quotes it and shows the form.
+fn http_listen_address<'de, D>(deserializer: D) -> Result<std::net::SocketAddr, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid address {text:?}: use an IP address and a port, e.g. 127.0.0.1:9253 or [::1]:9253"
+        ))
+    })
 }
 
 /// One redundancy group.
@@ -339,6 +365,22 @@ mod tests {
         let (key, message) = error_of(&text);
         assert_eq!(key, "listen[0]");
         assert!(message.contains("nonsense"), "{message}");
+    }
+
+    #[test]
+    fn http_listen_is_optional_and_checked() {
+        let config = Config::parse(&config_with_group("  expire: 1s\n")).unwrap();
+        assert!(config.http.is_none());
+        let text =
+            format!("{}http:\n  listen: 127.0.0.1:9253\n", config_with_group("  expire: 1s\n"));
+        let listen = Config::parse(&text).unwrap().http.unwrap().listen;
+        assert_eq!(listen, "127.0.0.1:9253".parse().unwrap());
+        let text = format!("{}http:\n  listen: nonsense\n", config_with_group("  expire: 1s\n"));
+        let (key, message) = error_of(&text);
+        assert_eq!(key, "http.listen");
+        assert!(message.contains("\"nonsense\""), "{message}");
+        let text = format!("{}http:\n  listne: 1.2.3.4:5\n", config_with_group("  expire: 1s\n"));
+        assert_eq!(error_of(&text).0, "http.listne");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod agent;
 pub mod config;
 pub mod duration;
 pub mod listener;
+pub mod logging;
+pub mod observe;
 pub mod plugin_host;
 pub mod protocol;
 pub mod psk;

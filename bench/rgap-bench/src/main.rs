@@ -6,6 +6,7 @@
 //!   reports time to absorb them, RSS, and CPU per later change.
 //! * `propagation`: time from an announcement to its address in a DNS answer and in the
 //!   hosts file, p50 and p99.
+//! * `metrics`: how long `/metrics` takes to answer with many groups.
 //!
 //! Build first: `cargo build --release --workspace`, then run
 //! `target/release/rgap-bench <scenario> --help`. Traffic goes to loopback only, and every
@@ -14,6 +15,7 @@
 mod blaster;
 mod listener;
 mod scenarios;
+mod scrape;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,8 @@ enum Scenario {
     Scale(scenarios::ScaleArgs),
     /// Announcement → DNS answer and hosts file line, p50/p99
     Propagation(scenarios::PropagationArgs),
+    /// Time to answer /metrics with many groups, p50/p99/max
+    Metrics(scenarios::MetricsArgs),
 }
 
 fn main() {
@@ -39,5 +43,6 @@ fn main() {
         Scenario::Ingest(args) => scenarios::ingest(&args),
         Scenario::Scale(args) => scenarios::scale(&args),
         Scenario::Propagation(args) => scenarios::propagation(&args),
+        Scenario::Metrics(args) => scenarios::metrics(&args),
     }
 }

@@ -11,6 +11,7 @@ use rgap_core::psk::Psk;
 
 use crate::blaster::blast;
 use crate::listener::{count_lines, pin, total, BenchListener};
+use crate::scrape::{self, Scraper};
 
 const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 const OTHER_PSK: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -36,6 +37,22 @@ pub struct IngestArgs {
     /// Output to load: hostsfile (the members are counted in its file) or noop
     #[arg(long, default_value = "hostsfile")]
     output: String,
+    /// Configure the monitoring endpoint and scrape /metrics every second meanwhile
+    #[arg(long)]
+    http_scrape: bool,
+}
+
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    /// Groups
+    #[arg(long, default_value_t = 1_000)]
+    groups: usize,
+    /// Live members in each group
+    #[arg(long, default_value_t = 10)]
+    members_per_group: usize,
+    /// Scrapes to time
+    #[arg(long, default_value_t = 200)]
+    scrapes: usize,
 }
 
 #[derive(clap::Args)]
@@ -129,8 +146,14 @@ pub fn ingest(args: &IngestArgs) {
         "hostsfile" => "- kind: hostsfile\n  spec:\n    interval: 60s\n    filename: hosts\n    mappings:\n    - group: 1000\n      hostname: backend\n",
         _ => "- kind: noop\n",
     };
+    let http_port = tcp_port();
+    let http = if args.http_scrape {
+        format!("http:\n  listen: 127.0.0.1:{http_port}\n")
+    } else {
+        String::new()
+    };
     let config = format!(
-        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n{outputs}",
+        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n{outputs}{http}",
         group_yaml([1000].into_iter())
     );
     let rounds = args.rounds.max(1);
@@ -151,6 +174,9 @@ pub fn ingest(args: &IngestArgs) {
         pin(0, 1);
     }
     let hosts = listener.path("hosts");
+    let scraper = args.http_scrape.then(|| {
+        Scraper::start(SocketAddr::from(([127, 0, 0, 1], http_port)), Duration::from_secs(1))
+    });
     let cpu_before = listener.cpu_so_far();
     let rate = args.rate * (args.junk as u64 + 1);
     let report =
@@ -169,6 +195,7 @@ pub fn ingest(args: &IngestArgs) {
     };
     let cpu_during = listener.cpu_so_far().saturating_sub(cpu_before);
     let threads = listener.cpu_by_thread();
+    let scrapes = scraper.map(Scraper::stop);
     let (usage, log) = listener.stop();
     let accepted = total(&log, "accepted");
     let received = total(&log, "received");
@@ -210,6 +237,73 @@ pub fn ingest(args: &IngestArgs) {
         .collect();
     println!("  of which, per valid announcement, by thread: {}", by_thread.join(", "));
     println!("  peak RSS: {:.1} MiB", usage.peak_rss_kib as f64 / 1024.0);
+    if let Some(mut scrapes) = scrapes {
+        scrapes.sort();
+        let max = scrapes.last().copied().unwrap_or_default();
+        println!(
+            "  /metrics scraped {} time(s) meanwhile, the slowest in {:.2} ms",
+            scrapes.len(),
+            max.as_secs_f64() * 1e3
+        );
+    }
+}
+
+pub fn metrics(args: &MetricsArgs) {
+    let (port, http_port) = (port(), tcp_port());
+    let groups = args.groups.max(1) as u64;
+    let config = format!(
+        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}outputs:\n- kind: noop\nhttp:\n  listen: 127.0.0.1:{http_port}\n",
+        group_yaml(1..=groups)
+    );
+    let members = groups as usize * args.members_per_group;
+    let datagrams: Vec<Vec<u8>> = (0..members)
+        .map(|index| signed((index % groups as usize) as u64 + 1, member_ip(index, 10), PSK))
+        .collect();
+    let listener = BenchListener::start(&config);
+    let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+    blast(&datagrams, SocketAddr::from(([127, 0, 0, 1], port)), 50_000).expect("sending");
+    let wanted =
+        format!("rgap_member_joins_total{{group=\"{groups}\"}} {}", args.members_per_group);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !metrics_text(addr).contains(&wanted) {
+        assert!(Instant::now() < deadline, "members did not all join: no {wanted:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut times = Vec::with_capacity(args.scrapes);
+    let mut bytes = 0;
+    for _ in 0..args.scrapes.max(1) {
+        let scrape = scrape::get(addr, "/metrics").expect("scraping");
+        times.push(scrape.took);
+        bytes = scrape.bytes;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    listener.stop();
+    times.sort();
+    println!(
+        "metrics: {groups} groups x {} members; {} scrapes of {bytes} bytes on a new connection each",
+        args.members_per_group,
+        times.len()
+    );
+    println!(
+        "  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3,
+        times.last().unwrap().as_secs_f64() * 1e3
+    );
+}
+
+/// The body of one GET /metrics (empty if it failed).
+fn metrics_text(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+fn tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn scale(args: &ScaleArgs) {

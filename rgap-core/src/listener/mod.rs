@@ -6,6 +6,7 @@
 //! ```
 
 mod check;
+mod group_stats;
 mod source;
 mod stats;
 mod table;
@@ -21,9 +22,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, ConfigError};
+use crate::observe::{self, HttpServer, Metrics, Observed, Routes};
 use crate::plugin_host::{self, GroupsView, PluginHost, StartError};
 
 pub use check::{Accepted, Checker};
+pub use group_stats::{GroupCounters, GroupCounts, GroupStats};
 pub use source::RecvBatch;
 pub use stats::{BatchCounts, DropReason, ListenerStats};
 pub use table::{run_table, GroupTable, TableInput, REFRESH_PUBLISH_INTERVAL};
@@ -41,6 +44,7 @@ pub enum ListenerError {
     Config(ConfigError),
     Outputs { file: PathBuf, error: Box<StartError> },
     Listen { file: PathBuf, index: usize, spec: String, error: std::io::Error },
+    Http { file: PathBuf, addr: std::net::SocketAddr, error: std::io::Error },
     Setup(String),
 }
 
@@ -51,6 +55,9 @@ impl fmt::Display for ListenerError {
             ListenerError::Outputs { file, error } => write!(f, "{}: {error}", file.display()),
             ListenerError::Listen { file, index, spec, error } => {
                 write!(f, "{}: listen[{index}]: cannot listen on {spec}: {error}", file.display())
+            }
+            ListenerError::Http { file, addr, error } => {
+                write!(f, "{}: http.listen: cannot listen on {addr}: {error}", file.display())
             }
             ListenerError::Setup(message) => f.write_str(message),
         }
@@ -88,16 +95,27 @@ pub struct Listener {
     /// Dropping it ends the drop reporter.
     reporter_stop: crossbeam_channel::Sender<()>,
     reporter: Option<JoinHandle<()>>,
+    /// The monitoring endpoint, if `http` is configured.
+    http: Option<HttpServer>,
 }
 
 impl Listener {
     /// Starts outputs, then the table, then the sources; on failure stops what started.
     pub fn start(config: &Config, config_path: &Path) -> Result<Listener, ListenerError> {
         let file = config_path.to_path_buf();
+        // Bound first: a port in use stops startup before any output has started.
+        let http_socket = match &config.http {
+            Some(http) => Some(observe::bind(http.listen).map_err(|error| {
+                ListenerError::Http { file: file.clone(), addr: http.listen, error }
+            })?),
+            None => None,
+        };
         let start = Instant::now();
         let stats = Arc::new(ListenerStats::default());
         let view = plugin_host::shared_view(GroupsView::default());
         let table = GroupTable::new(&config.groups, start, view.clone());
+        let group_stats = table.counters();
+        let observed_view = view.clone();
         let dirs = plugin_host::search_dirs(&config.plugin_dirs);
         let stats_source: plugin_host::StatsSource = {
             let stats = stats.clone();
@@ -156,13 +174,14 @@ impl Listener {
         let reporter = spawn("drop reporter", move || {
             stats::report_drops(&reporter_stats, DROP_REPORT_INTERVAL, &reporter_stopped);
         })?;
-        tracing::info!(
-            "listener started: {} group(s), {} output(s), {} source(s)",
-            config.groups.len(),
-            outputs.len(),
-            sources.len()
-        );
-        Ok(Listener {
+        let observed = Observed {
+            stats: stats.clone(),
+            view: observed_view,
+            groups: group_stats,
+            outputs: outputs.statuses(),
+        };
+        let groups = config.groups.len();
+        let mut listener = Listener {
             stop,
             sources,
             table: Some(table),
@@ -170,7 +189,30 @@ impl Listener {
             stats,
             reporter_stop,
             reporter: Some(reporter),
-        })
+            http: None,
+        };
+        if let Some(socket) = http_socket {
+            // Served only now that every source is bound and every output started, so
+            // that `/ready` has only the groups' readiness left to check.
+            match start_http(socket, observed) {
+                Ok(server) => listener.http = Some(server),
+                Err(error) => {
+                    listener.shutdown();
+                    return Err(error);
+                }
+            }
+        }
+        tracing::info!(
+            "listener started: {groups} group(s), {} output(s), {} source(s)",
+            listener.outputs.len(),
+            listener.sources.len()
+        );
+        Ok(listener)
+    }
+
+    /// Where the monitoring endpoint listens, if it does.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// The listener's counters.
@@ -180,6 +222,9 @@ impl Listener {
 
     /// Stops sources, lets the table deliver its last changes, stops outputs in reverse order.
     pub fn shutdown(mut self) {
+        if let Some(http) = self.http.take() {
+            http.shutdown();
+        }
         self.stop.store(true, Ordering::Relaxed);
         for source in self.sources.drain(..) {
             let _ = source.join();
@@ -196,6 +241,20 @@ impl Listener {
         stop_outputs(self.outputs);
         tracing::info!("listener stopped");
     }
+}
+
+/// Starts the monitoring endpoint on `socket`, serving every metric family there is.
+fn start_http(
+    socket: std::net::TcpListener,
+    observed: Observed,
+) -> Result<HttpServer, ListenerError> {
+    let metrics = Metrics::new(&observed);
+    // Further sources of metric families (e.g. the plugins' own) are added here:
+    // `metrics.add(Box::new(collector))`.
+    let server = HttpServer::start(socket, Routes::new(observed, metrics))
+        .map_err(|e| ListenerError::Setup(format!("cannot start the http thread: {e}")))?;
+    tracing::info!("monitoring on http://{}", server.local_addr());
+    Ok(server)
 }
 
 fn stop_outputs(outputs: Arc<PluginHost>) {

@@ -30,6 +30,7 @@ use crate::protocol::{unix_micros, Kind};
 
 use super::check::Accepted;
 use super::stats::{BatchCounts, DropReason, ListenerStats};
+use super::group_stats::{GroupCounters, GroupStats};
 
 /// A refresh only moves an expiry, which outputs need for TTLs but not urgently: it is
 /// published at most this often, while joins, leaves and readiness are published at once.
@@ -266,6 +267,8 @@ pub struct GroupTable {
     /// Datagrams the sources accepted that the table turned away since the last
     /// [`GroupTable::take_rejected`] (`stale`, `group_full`).
     rejected: BatchCounts,
+    /// Accepted, joined and left, by group index, for the monitoring endpoint.
+    counters: GroupStats,
 }
 
 impl GroupTable {
@@ -292,7 +295,8 @@ impl GroupTable {
                 max_members: config.max_members.map_or(usize::MAX, |max| max as usize),
                 full_warned_at: None,
             })
-            .collect();
+            .collect::<Vec<Group>>();
+        let counters = groups.iter().map(|group| GroupCounters::new(group.id)).collect();
         let mut table = GroupTable {
             groups,
             due: Vec::new(),
@@ -304,6 +308,7 @@ impl GroupTable {
                 .with_knee(PUBLISH_COST_KNEE),
             view,
             rejected: BatchCounts::default(),
+            counters,
         };
         table.mark_ready(start);
         table.publish();
@@ -316,6 +321,8 @@ impl GroupTable {
         let Some(group) = self.groups.get_mut(announcement.group_index as usize) else {
             return;
         };
+        let counters = &self.counters[announcement.group_index as usize];
+        counters.count_accepted();
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
         let deadline = now_ticks.saturating_add(remaining_us as u64);
         let address = announcement.address;
@@ -388,6 +395,7 @@ impl GroupTable {
                 group.stale = true;
                 group.membership_revision += 1;
                 self.membership_changed = true;
+                counters.count_join();
                 self.events.push(Event::Join { group: group.id, member });
             }
         }
@@ -450,6 +458,7 @@ impl GroupTable {
             group.stale = true;
             group.membership_revision += 1;
             self.membership_changed = true;
+            self.counters[group_index as usize].count_leave();
             self.events.push(Event::Leave { group: group.id, member });
         }
         due.clear();
@@ -521,6 +530,11 @@ impl GroupTable {
     fn flush_events(&mut self, notify: &mut impl FnMut(&[Event])) {
         notify(&self.events);
         self.events.clear();
+    }
+
+    /// The per-group counters, shared with whoever reads them.
+    pub fn counters(&self) -> GroupStats {
+        self.counters.clone()
     }
 
     /// Number of live members in all groups.

@@ -15,6 +15,7 @@ use rgap_plugin_api::{ErrorKind, Event, MetricRegistry, OutputBox, PluginError};
 
 use super::host_impl::InstanceHost;
 use super::loader::LoadedPlugin;
+use super::status::OutputStatus;
 use super::view::SharedView;
 
 /// Events an output may have queued before it is resynchronised instead.
@@ -159,6 +160,7 @@ pub struct Delivery {
     pub metrics: Arc<MetricRegistry>,
     pub view: SharedView,
     pub mailbox: Arc<Mailbox>,
+    pub status: Arc<OutputStatus>,
 }
 
 impl Delivery {
@@ -184,6 +186,7 @@ impl Delivery {
                             self.name
                         );
                         output = Some(instance);
+                        self.status.restarted();
                         created_at = Instant::now();
                         self.mailbox.restart_from_snapshot();
                     }
@@ -210,6 +213,7 @@ impl Delivery {
                     backoff.peek()
                 );
                 output = None;
+                self.status.went_down();
                 if work.stop {
                     return;
                 }
@@ -228,6 +232,9 @@ impl Delivery {
     fn deliver(&self, output: &mut OutputBox, work: &Work) -> Result<(), PluginError> {
         // A plugin that works from snapshots alone gets no call per event: the snapshot
         // that follows carries everything, a `Resync` included.
+        if work.resync {
+            self.status.resynced();
+        }
         if self.plugin.wants_events() {
             if work.resync {
                 self.check("on_event(Resync)", output.on_event(&Event::Resync))?;

@@ -105,15 +105,17 @@ impl Host for PluginHostHandle {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         let instance = self.instance.as_str();
         let message = message.as_str();
-        // tracing needs a static target: every plugin line is under `rgap::output`, prefixed
-        // with the instance name, which says more to an operator than the crate path would.
+        // tracing needs a static target: every plugin line is under `rgap::output`, with the
+        // instance name as the field `output`, which says more to an operator than the crate
+        // path would (text logs show it in front of the message: see `crate::logging`).
         let _ = target;
+        let output = instance;
         match level {
-            LogLevel::Error => tracing::error!(target: "rgap::output", "{instance}: {message}"),
-            LogLevel::Warn => tracing::warn!(target: "rgap::output", "{instance}: {message}"),
-            LogLevel::Info => tracing::info!(target: "rgap::output", "{instance}: {message}"),
-            LogLevel::Debug => tracing::debug!(target: "rgap::output", "{instance}: {message}"),
-            LogLevel::Trace => tracing::trace!(target: "rgap::output", "{instance}: {message}"),
+            LogLevel::Error => tracing::error!(target: "rgap::output", output, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "rgap::output", output, "{message}"),
+            LogLevel::Info => tracing::info!(target: "rgap::output", output, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "rgap::output", output, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "rgap::output", output, "{message}"),
         }
     }
 

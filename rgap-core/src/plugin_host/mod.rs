@@ -7,6 +7,7 @@ mod discovery;
 mod host_impl;
 mod listing;
 mod loader;
+mod status;
 mod trust;
 mod validate;
 mod view;
@@ -25,6 +26,7 @@ pub use discovery::{find_plugin, search_dirs, PLUGIN_PATH_ENV, SYSTEM_PLUGIN_DIR
 pub use host_impl::{HostEnv, StatsSource};
 pub use listing::{write_listing, write_listing_for};
 pub use loader::{compatible_api_versions, load, LoadError, LoadedPlugin};
+pub use status::OutputStatus;
 pub use trust::{check_plugin_file, is_secure_execution, Untrusted};
 pub use validate::{validate_outputs, SpecCheck};
 pub use view::{shared_view, GroupState, GroupsView, SharedView};
@@ -68,6 +70,7 @@ struct RunningOutput {
     wants_events: bool,
     metrics: Arc<MetricRegistry>,
     mailbox: Arc<Mailbox>,
+    status: Arc<OutputStatus>,
     thread: Mutex<Option<JoinHandle<()>>>,
     finished: crossbeam_channel::Receiver<()>,
 }
@@ -149,6 +152,11 @@ impl PluginHost {
     /// The instance names, in config order.
     pub fn names(&self) -> Vec<String> {
         self.outputs.load().iter().map(|output| output.name.clone()).collect()
+    }
+
+    /// The status of every output, in config order.
+    pub fn statuses(&self) -> Vec<Arc<OutputStatus>> {
+        self.outputs.load().iter().map(|output| output.status.clone()).collect()
     }
 
     /// Hands `events` (possibly none) and a new snapshot to every output; never blocks.
@@ -314,6 +322,7 @@ fn prepare(
     let kind = config.kind.clone();
     let name = format!("{kind}#{index}");
     let metrics = Arc::new(MetricRegistry::default());
+    let status = Arc::new(OutputStatus::new(&name, &kind));
     let delivery = Delivery {
         host: host_impl::InstanceHost::new(&name, env, metrics.clone()),
         metrics,
@@ -322,6 +331,7 @@ fn prepare(
         spec_yaml: config.spec_yaml.clone(),
         view: view.clone(),
         mailbox: Arc::new(Mailbox::default()),
+        status,
     };
     // Every instance starts from a snapshot of the current state.
     delivery.mailbox.push(&[]);
@@ -352,6 +362,7 @@ fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Res
     let wants_events = delivery.plugin.wants_events();
     let metrics = delivery.metrics.clone();
     let mailbox = delivery.mailbox.clone();
+    let status = delivery.status.clone();
     let thread = std::thread::Builder::new().name(format!("output {name}")).spawn(move || {
         delivery.run(output);
         let _ = done.send(());
@@ -361,6 +372,7 @@ fn spawn(delivery: Delivery, output: rgap_plugin_api::OutputBox) -> std::io::Res
         config,
         wants_events,
         metrics,
+        status,
         mailbox,
         thread: Mutex::new(Some(thread)),
         finished,

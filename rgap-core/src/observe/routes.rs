@@ -1,0 +1,161 @@
+//! What each path answers, independent of sockets: `/metrics`, `/health`, `/ready`,
+//! `/v1/members[?group=ID]`; any other path 404, any method but GET (and HEAD) 405.
+
+use std::time::SystemTime;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode, Uri};
+
+use super::members;
+use super::metrics::{self, Metrics};
+use super::Observed;
+
+/// The answer to one request.
+pub type Reply = Response<Full<Bytes>>;
+
+/// The endpoint's handlers over the listener's state.
+pub struct Routes {
+    observed: Observed,
+    metrics: Metrics,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, line: String) -> Reply {
+    reply(status, TEXT, line + "\n")
+}
+
+impl Routes {
+    pub fn new(observed: Observed, metrics: Metrics) -> Routes {
+        Routes { observed, metrics }
+    }
+
+    /// Answers `method` on `uri`.
+    pub fn respond(&self, method: &Method, uri: &Uri) -> Reply {
+        let known = matches!(uri.path(), "/metrics" | "/health" | "/ready" | "/v1/members");
+        if !known {
+            return text(StatusCode::NOT_FOUND, format!("no such path: {}", uri.path()));
+        }
+        // hyper sends no body in answer to HEAD.
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed: use GET"),
+            );
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        match uri.path() {
+            "/metrics" => self.metrics(),
+            "/health" => self.health(),
+            "/ready" => self.ready(),
+            _ => self.members(uri.query()),
+        }
+    }
+
+    fn metrics(&self) -> Reply {
+        match self.metrics.encode() {
+            Ok(body) => reply(StatusCode::OK, metrics::CONTENT_TYPE, body),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics".into()),
+        }
+    }
+
+    /// 200 `ok` while every output has a running instance; else 503 naming those that do not.
+    fn health(&self) -> Reply {
+        let down: Vec<&str> = self
+            .observed
+            .outputs
+            .iter()
+            .filter(|output| !output.is_up())
+            .map(|output| output.name.as_str())
+            .collect();
+        match down.as_slice() {
+            [] => text(StatusCode::OK, "ok".into()),
+            [one] => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("output {one} is down (it panicked and waits to be re-created)"),
+            ),
+            many => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "outputs {} are down (they panicked and wait to be re-created)",
+                    many.join(", ")
+                ),
+            ),
+        }
+    }
+
+    /// 200 once every group is past its readiness delay; else 503 naming the first that is
+    /// not. The endpoint starts serving only once every source is bound and every output
+    /// started, so those need no check here.
+    fn ready(&self) -> Reply {
+        let view = self.observed.view.load();
+        let mut waiting: Vec<u64> =
+            view.groups.iter().filter(|group| !group.ready).map(|group| group.id).collect();
+        waiting.sort_unstable();
+        match waiting.as_slice() {
+            [] => text(StatusCode::OK, "ready".into()),
+            [one] => text(StatusCode::SERVICE_UNAVAILABLE, format!("group {one} not ready")),
+            [first, rest @ ..] => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("group {first} not ready (and {} more)", rest.len()),
+            ),
+        }
+    }
+
+    fn members(&self, query: Option<&str>) -> Reply {
+        let only = match group_parameter(query) {
+            Ok(only) => only,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let view = self.observed.view.load();
+        if let Some(id) = only {
+            if !view.groups.iter().any(|group| group.id == id) {
+                return text(StatusCode::NOT_FOUND, format!("no group {id} in this listener"));
+            }
+        }
+        let body = members::from_view(&view, only, SystemTime::now());
+        match serde_json::to_vec(&body) {
+            Ok(json) => reply(StatusCode::OK, JSON, json),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the members".into()),
+        }
+    }
+}
+
+/// The `group` of `?group=ID`, if given; other parameters are ignored.
+fn group_parameter(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(query) = query else { return Ok(None) };
+    let Some(value) =
+        query.split('&').find_map(|pair| pair.strip_prefix("group=")).filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("group: {value:?} is not a group id (0 to {})", u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_parameter_is_optional_and_checked() {
+        assert_eq!(group_parameter(None), Ok(None));
+        assert_eq!(group_parameter(Some("group=1000")), Ok(Some(1000)));
+        assert_eq!(group_parameter(Some("x=1&group=7")), Ok(Some(7)));
+        assert_eq!(group_parameter(Some("other=1")), Ok(None));
+        assert!(group_parameter(Some("group=abc")).unwrap_err().contains("\"abc\""));
+    }
+}
