@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use rgap_core::addrspec::AddrSpec;
 use rgap_core::config::{Config, GroupConfig};
 use rgap_core::duration::GoDuration;
-use rgap_core::listener::Checker;
+use rgap_core::listener::{Checker, DropReason};
 use rgap_core::protocol::{encode_signed, Announcement, RawAnnouncement, Verifier};
 use rgap_core::psk::Psk;
 
@@ -94,11 +94,21 @@ proptest! {
         let checker = Checker::new(&[group(announcement.group, key)]);
         let datagram = encode_signed(&announcement, &psk(key));
         let now = announcement.timestamp_unix_us.saturating_add(skew);
-        let accepted = checker.check(&datagram, now).unwrap();
-        prop_assert_eq!(
-            accepted.expires_at_us,
-            announcement.timestamp_unix_us.saturating_add(15_000_000)
-        );
+        // Addresses that stand for no single host are never members, whatever the signature.
+        let no_host = match announcement.address {
+            IpAddr::V4(v4) => v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
+            IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+        };
+        match checker.check(&datagram, now) {
+            Ok(accepted) => {
+                prop_assert!(!no_host, "{} accepted", announcement.address);
+                prop_assert_eq!(
+                    accepted.expires_at_us,
+                    announcement.timestamp_unix_us.saturating_add(15_000_000)
+                );
+            }
+            Err(reason) => prop_assert_eq!((reason, no_host), (DropReason::AddressNotAllowed, true)),
+        }
     }
 
     #[test]
