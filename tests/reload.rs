@@ -114,7 +114,8 @@ fn validate_prints_the_same_error_as_the_listener_for_each_kind_of_mistake() {
             command
         });
         assert_eq!(output.status.code(), Some(1), "{config}");
-        let validate_error = String::from_utf8_lossy(&output.stderr).lines().last().unwrap().to_owned();
+        let validate_error =
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap().to_owned();
         // The listener, started on the same file from its own directory, says the same.
         let listener_error = listener_start_error(&config);
         let listener_error = listener_error.lines().last().unwrap();
@@ -168,7 +169,8 @@ fn sighup_adds_a_group_and_an_output_without_losing_members() {
     );
     let result = reload(&listener, &after, 0);
     assert!(
-        result.contains("reloaded ") && result.contains("groups +1 -0 ~0, outputs +0 -0 ~1 =1, listen +0 -0"),
+        result.contains("reloaded ")
+            && result.contains("groups +1 -0 ~0, outputs +0 -0 ~1 =1, listen +0 -0"),
         "{result}"
     );
     // The new group works, through the new output.
@@ -241,7 +243,8 @@ fn a_removed_group_s_members_leave() {
     listener.wait_for_log("listener started");
     send_to(to(port), &announcement(2000, "10.0.0.5", PSK));
     listener.wait_for_log("host 10.0.0.5 has joined group 2000");
-    let result = reload(&listener, &config_with(&[port], &group(1000, PSK), "- kind: eventlog\n"), 0);
+    let result =
+        reload(&listener, &config_with(&[port], &group(1000, PSK), "- kind: eventlog\n"), 0);
     assert!(result.contains("groups +0 -1 ~0"), "{result}");
     listener.wait_for_log("host 10.0.0.5 has left group 2000");
     let (status, _) = listener.terminate_and_wait();

@@ -29,8 +29,8 @@ use crate::plugin_host::{GroupState, GroupsView, SharedView};
 use crate::protocol::{unix_micros, Kind};
 
 use super::check::Accepted;
-use super::stats::{BatchCounts, DropReason, ListenerStats};
 use super::group_stats::{GroupCounters, GroupStats};
+use super::stats::{BatchCounts, DropReason, ListenerStats};
 
 /// A refresh only moves an expiry, which outputs need for TTLs but not urgently: it is
 /// published at most this often, while joins, leaves and readiness are published at once.
