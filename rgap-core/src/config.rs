@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// `http:`: where the monitoring endpoint listens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port` (an IP literal), e.g. `127.0.0.1:9253`.
@@ -63,7 +63,7 @@ where
 }
 
 /// One redundancy group.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     pub id: u64,

@@ -50,10 +50,17 @@ fn micros(duration: Duration) -> i64 {
 
 impl Checker {
     pub fn new(groups: &[GroupConfig]) -> Checker {
+        let slots: Vec<(u32, &GroupConfig)> =
+            groups.iter().enumerate().map(|(index, group)| (index as u32, group)).collect();
+        Checker::with_slots(&slots)
+    }
+
+    /// A checker whose accepted announcements name each group by the table slot given with
+    /// it (after a reload, slots no longer follow config order).
+    pub fn with_slots(groups: &[(u32, &GroupConfig)]) -> Checker {
         let mut checks: Vec<(GroupCheck, u32)> = groups
             .iter()
-            .enumerate()
-            .map(|(index, group)| {
+            .map(|&(slot, group)| {
                 let check = GroupCheck {
                     id: group.id,
                     verifiers: group.psk.keys().iter().map(Verifier::new).collect(),
@@ -61,7 +68,7 @@ impl Checker {
                     expire_us: micros(group.expire.get()),
                     allowed_networks: group.allowed_networks.iter().map(|n| n.0).collect(),
                 };
-                (check, index as u32)
+                (check, slot)
             })
             .collect();
         checks.sort_by_key(|(check, _)| check.id);

@@ -6,6 +6,9 @@
 //! read-modify-write per announcement); readers see each value whole, at most a moment old.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 /// One group's counters.
 #[derive(Debug)]
@@ -63,5 +66,18 @@ fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// The counters of every group, in config order (the table's group index).
-pub type GroupStats = std::sync::Arc<[GroupCounters]>;
+/// The counters of every configured group, in config order; swapped whole when a reload
+/// adds or removes groups, so readers never wait for the table.
+#[derive(Clone, Default)]
+pub struct GroupStats(Arc<ArcSwap<Vec<Arc<GroupCounters>>>>);
+
+impl GroupStats {
+    /// The counters as of now.
+    pub fn load(&self) -> Arc<Vec<Arc<GroupCounters>>> {
+        self.0.load_full()
+    }
+
+    pub(crate) fn store(&self, counters: Vec<Arc<GroupCounters>>) {
+        self.0.store(Arc::new(counters));
+    }
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -156,7 +157,8 @@ impl RecvBatch {
 pub struct Source {
     pub name: String,
     pub socket: UdpSocket,
-    pub checker: Arc<Checker>,
+    /// Swapped whole by a reload; read once per batch.
+    pub checker: Arc<ArcSwap<Checker>>,
     pub stats: Arc<ListenerStats>,
     pub table: Sender<TableInput>,
     /// Emptied batches back from the table, to fill again (see `run_table`).
@@ -182,12 +184,14 @@ impl Source {
             let mut counts = BatchCounts { received: received as u64, ..BatchCounts::default() };
             let mut accepted = self.spares.try_recv().unwrap_or_default();
             accepted.reserve(received);
+            let checker = self.checker.load();
             for index in 0..received {
-                match self.checker.check(batch.datagram(index), now_us) {
+                match checker.check(batch.datagram(index), now_us) {
                     Ok(announcement) => accepted.push(announcement),
                     Err(reason) => counts.drop(reason),
                 }
             }
+            drop(checker);
             counts.accepted = accepted.len() as u64;
             self.stats.add(&counts);
             if !accepted.is_empty() && self.table.send(accepted).is_err() {

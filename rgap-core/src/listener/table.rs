@@ -66,7 +66,13 @@ const MIN_CYCLE: Duration = Duration::from_millis(2);
 /// is one copy of `members`, not a walk over a hash map.
 struct Group {
     id: u64,
+    /// Taken out of the config by a reload: its slot stays (batches checked before the
+    /// reload may still name it) but it holds nothing and is not published.
+    removed: bool,
     ready: bool,
+    /// When the group was configured (start, or the reload that added it): `ready_at` is
+    /// this plus `readiness_delay`.
+    configured_at: Instant,
     ready_at: Instant,
     members: Vec<Member>,
     /// `deadlines[i]` is when `members[i]` leaves, in µs since the table's epoch.
@@ -150,7 +156,37 @@ impl BuildHasher for AddressHasher {
     }
 }
 
+/// `max_members` as a bound.
+fn max_members(config: &GroupConfig) -> usize {
+    config.max_members.map_or(usize::MAX, |max| max as usize)
+}
+
 impl Group {
+    /// An empty group configured at `now`.
+    fn new(config: &GroupConfig, now: Instant) -> Group {
+        Group {
+            id: config.id,
+            removed: false,
+            ready: false,
+            configured_at: now,
+            ready_at: now + config.readiness_delay.get(),
+            members: Vec::new(),
+            deadlines: Vec::new(),
+            earliest: u64::MAX,
+            sweep_pacer: CostPacer::new(SWEEP_COST_FACTOR, MAX_SWEEP_PAUSE),
+            positions: HashTable::new(),
+            stale: false,
+            revision: 0,
+            membership_revision: 0,
+            published: MemberList::default(),
+            retired: None,
+            tombstones: HashMap::with_hasher(AddressHasher::new()),
+            tombstones_earliest: u64::MAX,
+            max_members: max_members(config),
+            full_warned_at: None,
+        }
+    }
+
     /// Where `address` is in `members`.
     fn position_of(&self, address: &[u8; 16]) -> Option<usize> {
         let members = &self.members;
@@ -267,36 +303,20 @@ pub struct GroupTable {
     /// Datagrams the sources accepted that the table turned away since the last
     /// [`GroupTable::take_rejected`] (`stale`, `group_full`).
     rejected: BatchCounts,
-    /// Accepted, joined and left, by group index, for the monitoring endpoint.
-    counters: GroupStats,
+    /// Accepted, joined and left, by group index (slot), counted here...
+    counters: Vec<Arc<GroupCounters>>,
+    /// ...and the list of the configured groups' counters, for the monitoring endpoint.
+    shared_counters: GroupStats,
 }
 
 impl GroupTable {
     /// An empty table for `groups`, started at `start`; publishes the initial view.
     pub fn new(groups: &[GroupConfig], start: Instant, view: SharedView) -> GroupTable {
-        let groups = groups
-            .iter()
-            .map(|config| Group {
-                id: config.id,
-                ready: false,
-                ready_at: start + config.readiness_delay.get(),
-                members: Vec::new(),
-                deadlines: Vec::new(),
-                earliest: u64::MAX,
-                sweep_pacer: CostPacer::new(SWEEP_COST_FACTOR, MAX_SWEEP_PAUSE),
-                positions: HashTable::new(),
-                stale: false,
-                revision: 0,
-                membership_revision: 0,
-                published: MemberList::default(),
-                retired: None,
-                tombstones: HashMap::with_hasher(AddressHasher::new()),
-                tombstones_earliest: u64::MAX,
-                max_members: config.max_members.map_or(usize::MAX, |max| max as usize),
-                full_warned_at: None,
-            })
-            .collect::<Vec<Group>>();
-        let counters = groups.iter().map(|group| GroupCounters::new(group.id)).collect();
+        let groups: Vec<Group> = groups.iter().map(|config| Group::new(config, start)).collect();
+        let counters: Vec<Arc<GroupCounters>> =
+            groups.iter().map(|group| Arc::new(GroupCounters::new(group.id))).collect();
+        let shared_counters = GroupStats::default();
+        shared_counters.store(counters.clone());
         let mut table = GroupTable {
             groups,
             due: Vec::new(),
@@ -309,6 +329,7 @@ impl GroupTable {
             view,
             rejected: BatchCounts::default(),
             counters,
+            shared_counters,
         };
         table.mark_ready(start);
         table.publish();
@@ -321,6 +342,9 @@ impl GroupTable {
         let Some(group) = self.groups.get_mut(announcement.group_index as usize) else {
             return;
         };
+        if group.removed {
+            return;
+        }
         let counters = &self.counters[announcement.group_index as usize];
         counters.count_accepted();
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);
@@ -468,7 +492,7 @@ impl GroupTable {
     /// Marks groups whose readiness delay has passed as ready.
     pub fn mark_ready(&mut self, now: Instant) {
         for group in &mut self.groups {
-            if !group.ready && group.ready_at <= now {
+            if !group.ready && !group.removed && group.ready_at <= now {
                 group.ready = true;
                 group.stale = true;
                 self.membership_changed = true;
@@ -485,7 +509,8 @@ impl GroupTable {
             Some(due.max(group.sweep_pacer.next_at()))
         };
         let expiry = self.groups.iter().filter_map(sweep).min();
-        let readiness = self.groups.iter().filter(|g| !g.ready).map(|g| g.ready_at).min();
+        let readiness =
+            self.groups.iter().filter(|g| !g.ready && !g.removed).map(|g| g.ready_at).min();
         let publish = if self.membership_changed {
             Some(self.publish_pacer.next_at())
         } else {
@@ -512,7 +537,8 @@ impl GroupTable {
                 group.stale = false;
             }
         }
-        let view = GroupsView { groups: self.groups.iter().map(Group::state).collect() };
+        let configured = self.groups.iter().filter(|group| !group.removed);
+        let view = GroupsView { groups: configured.map(Group::state).collect() };
         self.view.store(Arc::new(view));
         self.membership_changed = false;
         self.refreshed_since = None;
@@ -534,7 +560,50 @@ impl GroupTable {
 
     /// The per-group counters, shared with whoever reads them.
     pub fn counters(&self) -> GroupStats {
-        self.counters.clone()
+        self.shared_counters.clone()
+    }
+
+    /// Makes the table's groups those of `slots` (each config with the slot the checker
+    /// gives its announcements), at `now`. A group that keeps its slot keeps its members;
+    /// its new settings apply from the next announcement, and a new `readiness_delay` counts
+    /// from when it was configured. A slot beyond the table is a new group, configured now.
+    /// A slot left out is a removed group: its members leave (with events, as on expiry).
+    pub fn reconfigure(&mut self, slots: &[(u32, GroupConfig)], now: Instant) {
+        for (slot, config) in slots {
+            let slot = *slot as usize;
+            match self.groups.get_mut(slot) {
+                Some(group) => {
+                    group.max_members = max_members(config);
+                    if !group.ready {
+                        group.ready_at = group.configured_at + config.readiness_delay.get();
+                    }
+                }
+                None => {
+                    debug_assert_eq!(slot, self.groups.len(), "new groups take the next slot");
+                    self.groups.push(Group::new(config, now));
+                    self.counters.push(Arc::new(GroupCounters::new(config.id)));
+                    self.membership_changed = true;
+                }
+            }
+        }
+        for (slot, group) in self.groups.iter_mut().enumerate() {
+            if group.removed || slots.iter().any(|(kept, _)| *kept as usize == slot) {
+                continue;
+            }
+            while let Some(position) = group.members.len().checked_sub(1) {
+                let member = group.remove(position);
+                self.counters[slot].count_leave();
+                self.events.push(Event::Leave { group: group.id, member });
+            }
+            group.tombstones.clear();
+            group.earliest = u64::MAX;
+            group.removed = true;
+            group.stale = true;
+            self.membership_changed = true;
+        }
+        let configured = self.groups.iter().zip(&self.counters).filter(|(group, _)| !group.removed);
+        self.shared_counters.store(configured.map(|(_, counters)| counters.clone()).collect());
+        self.mark_ready(now);
     }
 
     /// Number of live members in all groups.
@@ -546,6 +615,12 @@ impl GroupTable {
 /// Input for the table thread: verified announcements, one batch per source read.
 pub type TableInput = Vec<Accepted>;
 
+/// Orders for the table thread besides announcements.
+pub enum TableControl {
+    /// Apply a reload's groups (see [`GroupTable::reconfigure`]), publish, then say so.
+    Reconfigure { slots: Vec<(u32, GroupConfig)>, done: Sender<()> },
+}
+
 /// The table thread: applies batches, expires members, publishes and notifies `notify`
 /// with the events (possibly none) after each publish. Ends when every source has gone.
 ///
@@ -555,12 +630,20 @@ pub type TableInput = Vec<Accepted>;
 pub fn run_table(
     mut table: GroupTable,
     input: Receiver<TableInput>,
+    control: Receiver<TableControl>,
     spares: Sender<TableInput>,
     stats: &ListenerStats,
     mut notify: impl FnMut(&[Event]),
 ) {
     table.flush_events(&mut notify);
     loop {
+        // Sent with an empty batch behind it, which wakes the table to take it.
+        for TableControl::Reconfigure { slots, done } in control.try_iter() {
+            table.reconfigure(&slots, Instant::now());
+            table.publish();
+            table.flush_events(&mut notify);
+            let _ = done.send(());
+        }
         let received = match table.next_wakeup() {
             Some(wakeup) => input.recv_deadline(wakeup),
             None => input.recv().map_err(|_| RecvTimeoutError::Disconnected),

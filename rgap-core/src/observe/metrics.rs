@@ -139,7 +139,8 @@ impl fmt::Debug for Groups {
 impl Collector for Groups {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let view = self.0.view.load();
-        let mut counts: Vec<_> = self.0.groups.iter().map(|counters| counters.read()).collect();
+        let mut counts: Vec<_> =
+            self.0.groups.load().iter().map(|counters| counters.read()).collect();
         counts.sort_unstable_by_key(|count| count.id);
         let mut states: Vec<_> = view.groups.iter().collect();
         states.sort_unstable_by_key(|group| group.id);
@@ -190,7 +191,7 @@ impl fmt::Debug for Outputs {
 
 impl Collector for Outputs {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let outputs: &[Arc<_>] = &self.0.outputs;
+        let outputs: &[Arc<_>] = &self.0.outputs.statuses();
         gauges(
             &mut encoder,
             "rgap_output_up",

@@ -17,7 +17,7 @@ mod routes;
 use std::sync::Arc;
 
 use crate::listener::{GroupStats, ListenerStats};
-use crate::plugin_host::{OutputStatus, SharedView};
+use crate::plugin_host::{PluginHost, SharedView};
 
 pub use client::{fetch_members, members_url, ClientError};
 pub(crate) use http::{bind, HttpServer};
@@ -34,6 +34,6 @@ pub(crate) struct Observed {
     pub view: SharedView,
     /// Accepted, joins and leaves per group.
     pub groups: GroupStats,
-    /// Each output's up/restarts/resyncs, in config order.
-    pub outputs: Vec<Arc<OutputStatus>>,
+    /// The running outputs (their up/restarts/resyncs), whatever a reload made of them.
+    pub outputs: Arc<PluginHost>,
 }

@@ -72,12 +72,13 @@ impl Routes {
 
     /// 200 `ok` while every output has a running instance; else 503 naming those that do not.
     fn health(&self) -> Reply {
-        let down: Vec<&str> = self
+        let down: Vec<String> = self
             .observed
             .outputs
-            .iter()
+            .statuses()
+            .into_iter()
             .filter(|output| !output.is_up())
-            .map(|output| output.name.as_str())
+            .map(|output| output.name.clone())
             .collect();
         match down.as_slice() {
             [] => text(StatusCode::OK, "ok".into()),
