@@ -441,3 +441,29 @@ fn log_format_flag_turns_on_json_with_the_events_fields() {
     }
     assert!(stderr.contains("announcing once"), "{stderr}");
 }
+
+#[test]
+fn idle_clients_are_disconnected_and_never_hold_up_ingest() {
+    use std::io::Read;
+    let (port, http_port) = (free_udp_port(), free_tcp_port());
+    let outputs = "- kind: eventlog\n";
+    let listener = start_listener(&config_with_http(port, http_port, "  expire: 30s\n", outputs));
+    // More idle connections than the endpoint serves at once, none sending a byte.
+    let idle: Vec<std::net::TcpStream> =
+        (0..40).map(|_| std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap()).collect();
+    send_to(local(port), &announcement(1000, "10.0.0.5", PSK));
+    listener.wait_for_log("host 10.0.0.5 has joined group 1000");
+    // Each is closed by the server: at once beyond the cap, the others when their header
+    // timeout passes. A read returns end-of-file (or a reset) instead of blocking.
+    for mut stream in idle {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("the server sent something to a client that asked nothing"),
+            Err(error) => assert_ne!(error.kind(), std::io::ErrorKind::WouldBlock, "still open"),
+        }
+    }
+    assert_eq!(get(http_port, "/health").status, 200);
+    listener.terminate();
+}
