@@ -467,3 +467,30 @@ fn idle_clients_are_disconnected_and_never_hold_up_ingest() {
     assert_eq!(get(http_port, "/health").status, 200);
     listener.terminate();
 }
+
+#[test]
+fn plugin_metrics_appear_under_their_kind_and_follow_what_the_plugins_did() {
+    let (port, http_port) = (free_udp_port(), free_tcp_port());
+    let work = tempfile::tempdir().unwrap();
+    let record = work.path().join("testkit.txt");
+    let outputs =
+        format!("{HOSTS_OUTPUT}- kind: testkit\n  spec:\n    record_to: {}\n", record.display());
+    let listener = start_listener(&config_with_http(port, http_port, "  expire: 30s\n", &outputs));
+    send_to(local(port), &announcement(1000, "10.0.0.1", PSK));
+    send_to(local(port), &announcement(1000, "10.0.0.2", PSK));
+    let joins = r#"rgap_plugin_testkit_events_total{output="testkit#1",event="join"}"#;
+    let members = r#"rgap_plugin_testkit_members{output="testkit#1"}"#;
+    let seen = wait_for_metrics(http_port, &[(joins, 2.0), (members, 2.0)]);
+    // The testkit's own record agrees with what it exposed.
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(recorded.lines().filter(|l| l.starts_with("event join")).count(), 2);
+    // The hosts file counts its writes, and no failure.
+    let writes = r#"rgap_plugin_hostsfile_writes_total{output="hostsfile#0"}"#;
+    assert!(seen.get(writes).is_some_and(|&n| n >= 1.0), "{seen:#?}");
+    let errors = r#"rgap_plugin_hostsfile_write_errors_total{output="hostsfile#0"}"#;
+    assert_eq!(seen.get(errors), Some(&0.0), "{seen:#?}");
+    let exposition = get(http_port, "/metrics").body;
+    assert!(exposition.contains("# TYPE rgap_plugin_testkit_events_total counter"), "{exposition}");
+    assert!(exposition.contains("# TYPE rgap_plugin_testkit_members gauge"), "{exposition}");
+    assert!(listener.terminate().success());
+}

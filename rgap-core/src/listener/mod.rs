@@ -25,7 +25,7 @@ use signal_hook::iterator::Signals;
 
 use crate::addrspec::AddrSpec;
 use crate::config::{Config, ConfigError, GroupConfig};
-use crate::observe::{self, HttpServer, Metrics, Observed, Routes};
+use crate::observe::{self, HttpServer, Metrics, Observed, PluginMetrics, Routes};
 use crate::plugin_host::{self, GroupsView, OutputChanges, PluginHost, StartError};
 use crate::systemd;
 
@@ -540,9 +540,8 @@ fn start_http(
     socket: std::net::TcpListener,
     observed: Observed,
 ) -> Result<HttpServer, ListenerError> {
-    let metrics = Metrics::new(&observed);
-    // Further sources of metric families (e.g. the plugins' own) are added here:
-    // `metrics.add(Box::new(collector))`.
+    let mut metrics = Metrics::new(&observed);
+    metrics.add(Box::new(PluginMetrics(observed.outputs.clone())));
     let server = HttpServer::start(socket, Routes::new(observed, metrics))
         .map_err(|e| ListenerError::Setup(format!("cannot start the http thread: {e}")))?;
     tracing::info!("monitoring on http://{}", server.local_addr());

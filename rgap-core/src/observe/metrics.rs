@@ -215,3 +215,56 @@ impl Collector for Outputs {
         )
     }
 }
+
+/// The plugins' own metrics: each family an output registered, as
+/// `rgap_plugin_<kind>_<name>{output="<instance>",<its labels>}`. Instances of one kind share
+/// a family; read from the outputs running at scrape time, so a reload shows at once.
+pub(crate) struct PluginMetrics(pub Arc<crate::plugin_host::PluginHost>);
+
+impl fmt::Debug for PluginMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PluginMetrics")
+    }
+}
+
+/// One exposed family: help, kind, then (labels, value) per instance and label set.
+type PluginFamily = (String, rgap_plugin_api::MetricKind, Vec<(Vec<(String, String)>, i64)>);
+
+impl Collector for PluginMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut families: std::collections::BTreeMap<String, PluginFamily> = Default::default();
+        for output in self.0.output_metrics() {
+            let kind = output.kind.replace('-', "_");
+            for family in output.registry.sample() {
+                let name = format!("rgap_plugin_{kind}_{}", family.name);
+                let entry = families
+                    .entry(name)
+                    .or_insert_with(|| (family.help.clone(), family.kind, Vec::new()));
+                if entry.1 != family.kind {
+                    // Two instances disagree on a family's kind: keep the first.
+                    continue;
+                }
+                for (values, value) in family.values {
+                    let mut labels = vec![("output".to_owned(), output.output.clone())];
+                    labels.extend(family.label_names.iter().cloned().zip(values));
+                    entry.2.push((labels, value));
+                }
+            }
+        }
+        for (name, (help, kind, samples)) in families {
+            if kind == rgap_plugin_api::MetricKind::COUNTER {
+                // The encoder appends `_total` to counters itself.
+                let base = name.strip_suffix("_total").unwrap_or(&name);
+                counters(
+                    &mut encoder,
+                    base,
+                    &help,
+                    samples.into_iter().map(|(labels, value)| (labels, value.max(0) as u64)),
+                )?;
+            } else {
+                gauges(&mut encoder, &name, &help, samples)?;
+            }
+        }
+        Ok(())
+    }
+}
