@@ -192,9 +192,55 @@ fn man_pages_one_per_subcommand_render_cleanly() {
         let body = text(&rendered.stdout);
         assert!(body.contains("NAME") && body.contains(name), "{page} has no NAME {name}:\n{body}");
     }
+    // The top page points at every subcommand's page and names the files and variables.
+    let top = std::fs::read_to_string(out.join("rgap.1")).unwrap();
+    let see_also = top.split(".SH \"SEE ALSO\"").nth(1).expect("rgap.1 has SEE ALSO");
+    for subcommand in subcommands() {
+        assert!(
+            see_also.contains(&format!("rgap-{subcommand}(1)")),
+            "SEE ALSO lacks rgap-{subcommand}(1)"
+        );
+    }
+    assert!(top.contains(".SH ENVIRONMENT") && top.contains("RGAP_PLUGIN_PATH"), "{top}");
+    assert!(top.contains(".SH FILES") && top.contains("/etc/rgap/rgap.yaml"), "{top}");
     // A subcommand's page carries its flags, as its --help does.
     let agent = std::fs::read_to_string(out.join("rgap-agent.1")).unwrap();
     assert!(agent.contains("group") && agent.contains("RGAP_GROUP"), "{agent}");
+}
+
+/// The shipped config with its commented-out outputs switched on, moved to loopback, free ports
+/// and a temporary directory: every example in it is a configuration that runs.
+#[test]
+fn shipped_config_and_its_commented_examples_start_a_listener() {
+    let shipped = std::fs::read_to_string(Path::new(REPO).join("packaging/rgap.yaml")).unwrap();
+    let mut config = String::new();
+    for line in shipped.lines() {
+        // Example YAML is "  # - kind: ..." or "  #   spec: ..."; prose is "  # A hosts file ...".
+        match line.strip_prefix("  # ") {
+            Some(yaml) if yaml.starts_with("- ") || yaml.starts_with("  ") => {
+                config += &format!("  {yaml}")
+            }
+            _ => config += line,
+        }
+        config.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let replacements = [
+        ("239.82.71.65:8271", format!("127.0.0.1:{}", common::free_udp_port())),
+        ("\":53\"", format!("\"127.0.0.1:{}\"", common::free_port())),
+        ("/var/lib/rgap/hosts", dir.path().join("hosts").display().to_string()),
+        ("/usr/local/bin/update-pool", "/bin/cat".to_owned()),
+    ];
+    for (from, to) in &replacements {
+        assert!(config.contains(from), "the shipped config no longer has {from}");
+        config = config.replace(from, to);
+    }
+    let outputs = config.lines().filter(|line| line.trim_start().starts_with("- kind:")).count();
+    assert!(outputs >= 4, "expected the commented outputs to be switched on:\n{config}");
+
+    let listener = common::start_listener(&config);
+    listener.wait_for_log(&format!("1 group(s), {outputs} output(s)"));
+    assert!(listener.terminate().success());
 }
 
 /// `(key, value)` of each `Environment=` line and the words of `ExecStart=` in a unit file.
@@ -354,7 +400,7 @@ fn debian_package_installs_runs_and_purges_cleanly() {
     // Contents: paths, owners, modes.
     let entries = contents(&deb);
     let entry = |path: &str| entries.iter().find(|e| e.path == path);
-    let mut expect_file = |findings: &mut Findings, path: &str, mode: &str| match entry(path) {
+    let expect_file = |findings: &mut Findings, path: &str, mode: &str| match entry(path) {
         Some(e) => findings
             .check(e.mode == mode && ["root/root", "0/0"].contains(&e.owner.as_str()), || {
                 format!("{path}: {} {}, want {mode} root/root", e.mode, e.owner)
@@ -488,7 +534,12 @@ fn debian_package_installs_runs_and_purges_cleanly() {
         });
     }
 
-    // The shipped config is accepted as the unit's ExecStartPre checks it.
+    // The installed config loads (keys, groups, durations) ...
+    let loads = run("/usr/bin/rgap", &["plugins", "-c", CONFIG]);
+    findings.check(loads.status.success(), || {
+        format!("rgap plugins -c {CONFIG}: {}", text(&loads.stderr))
+    });
+    // ... and passes the check the unit's ExecStartPre makes.
     let validate = run("/usr/bin/rgap", &["validate", "-c", CONFIG]);
     findings.check(validate.status.success() && text(&validate.stdout).starts_with("ok: "), || {
         format!("rgap validate -c {CONFIG}: {}{}", text(&validate.stdout), text(&validate.stderr))
