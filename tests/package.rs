@@ -82,19 +82,17 @@ fn completion_script(shell: &str) -> tempfile::NamedTempFile {
 
 /// What bash's completion offers for the words of `line` (the last one being completed).
 fn bash_completes(script: &Path, line: &str) -> Vec<String> {
-    let program = format!(
-        r#"set -e
+    let program = r#"set -e
 source "$1"
 spec=$(complete -p rgap)
-function=${{spec#*-F }}; function=${{function%% *}}
-COMP_LINE="$2"; COMP_POINT=${{#COMP_LINE}}
+function=${spec#*-F }; function=${function%% *}
+COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
 read -ra COMP_WORDS <<< "$2"
 if [[ "$2" == *" " ]]; then COMP_WORDS+=(""); fi
-COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
-"$function" rgap "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
-printf '%s\n' "${{COMPREPLY[@]}}""#
-    );
-    let output = run("bash", &["-c", &program, "bash", script.to_str().unwrap(), line]);
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+"$function" rgap "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let output = run("bash", &["-c", program, "bash", script.to_str().unwrap(), line]);
     assert!(
         output.status.success(),
         "bash completion for {line:?} failed: {}",
