@@ -4,13 +4,15 @@
 //! flag (or environment variable) at fault, calls the library, and turns any error into one
 //! `error: ...` line on stderr and exit code 1.
 
+mod generate;
+
 use std::fmt::Display;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rgap_core::addrspec::AddrSpec;
 use rgap_core::agent::{self, AgentOptions, HealthCheck, DEFAULT_DESTINATION};
 use rgap_core::psk::Psk;
@@ -50,13 +52,17 @@ enum Command {
     Version,
     /// Ask a running listener who is in each group (over its `http` endpoint)
     Members(MembersArgs),
+    /// Print a shell completion script (e.g. `rgap completions bash > /etc/bash_completion.d/rgap`)
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (rgap.1 and one per subcommand) into a directory
+    Manpages(generate::ManpagesArgs),
 }
 
 /// Values are taken as strings and checked here, so that every message names its flag.
 #[derive(clap::Args)]
 struct AgentArgs {
     /// Redundancy group identifier (unsigned 64-bit integer)
-    #[arg(short, long, allow_negative_numbers = true)]
+    #[arg(short, long, env = "RGAP_GROUP", allow_negative_numbers = true)]
     group: String,
     /// IP address this node announces to the group
     #[arg(short, long, env = "RGAP_ADDRESS")]
@@ -66,10 +72,11 @@ struct AgentArgs {
     psk: Option<String>,
     /// Send every INTERVAL (Go duration, e.g. 5s, 1m30s); without it, send once and exit
     // Hyphen values allowed so that "-5s" reaches our parser and gets our message.
-    #[arg(short, long, value_name = "INTERVAL", allow_hyphen_values = true)]
+    #[arg(short, long, env = "RGAP_INTERVAL", value_name = "INTERVAL", allow_hyphen_values = true)]
     interval: Option<String>,
-    /// Destination host:port[@iface|@ip/prefix]; repeat for several
+    /// Destination host:port[@iface|@ip/prefix]; repeat for several (in RGAP_DST: comma-separated)
     #[arg(short, long = "dst", value_name = "DST", default_value = DEFAULT_DESTINATION)]
+    #[arg(env = "RGAP_DST", value_delimiter = ',')]
     dst: Vec<String>,
     /// File holding the key (its first key: one per line, # comments), instead of --psk
     #[arg(long, env = "RGAP_PSK_FILE", value_name = "PATH")]
@@ -206,6 +213,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 rgap_plugin_api::API_VERSION
             )
         }),
+        Command::Completions(args) => {
+            print_out(|out| out.write_all(&generate::completions(&args, Cli::command())))
+        }
+        Command::Manpages(args) => generate::man_pages(&args, Cli::command()),
     }
 }
 
