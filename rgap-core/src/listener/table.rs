@@ -459,8 +459,8 @@ impl GroupTable {
 
     /// Removes every member whose deadline has passed, earliest first.
     ///
-    /// Deadlines are not kept in a queue of their own (a heap push per join was a fifth of
-    /// the table's time while 200 000 members joined): a group whose earliest deadline has
+    /// Deadlines are not kept in a queue of their own (a heap push per join costs a fifth of
+    /// the table's time while 200 000 members join): a group whose earliest deadline has
     /// passed is swept, its contiguous `deadlines` read in one pass.
     pub fn expire(&mut self, at: Instant) {
         let now = self.ticks(at);

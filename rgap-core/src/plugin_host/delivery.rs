@@ -122,9 +122,8 @@ impl Mailbox {
 /// The wait before re-creating an instance: 1 s, doubling after each attempt, at most 60 s.
 ///
 /// Each wait is taken once: an instance that panics again soon after being re-created (or a
-/// re-creation that fails) waits twice as long next time. (The first version doubled only
-/// on failed re-creation, so a plugin that panicked on every event was re-created every
-/// second forever.)
+/// re-creation that fails) waits twice as long next time, so a plugin that panics on every
+/// event is not re-created every second forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Backoff {
     next: Duration,
