@@ -184,7 +184,7 @@ fn a_snapshot_only_plugin_receives_no_event_calls() {
     let events = work.path().join("events.txt");
     let port = free_udp_port();
     let outputs = format!(
-        "- kind: snapshot_only\n  spec:\n    record_to: {}\n- kind: testkit\n  spec:\n    record_to: {}\n",
+        "- kind: snapshot_only\n  spec:\n    record_to: {}\n- kind: testkit\n  spec:\n    record_to: {}\n    report_boundary_calls: true\n",
         snapshots.display(),
         events.display()
     );
