@@ -80,10 +80,7 @@ struct KillOnDrop(i32);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if running(self.0) {
-            // SAFETY: kill(2) on a pid this test's script reported.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-            }
+            common::signal(self.0, libc::SIGKILL);
         }
     }
 }
