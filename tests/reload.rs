@@ -322,7 +322,11 @@ fn systemd_hears_ready_reloading_ready_stopping_in_order() {
 #[test]
 fn a_reload_under_load_loses_no_announcement_on_an_unchanged_socket() {
     let port = free_udp_port();
-    let listener = spawn_listener(&config_with(&[port], &group(1000, PSK), "- kind: noop\n"));
+    let http_port =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http = format!("http:\n  listen: 127.0.0.1:{http_port}\n");
+    let base = config_with(&[port], &group(1000, PSK), "- kind: noop\n");
+    let listener = spawn_listener(&format!("{base}{http}"));
     listener.wait_for_log("listener started");
     const COUNT: u32 = 20_000;
     let sender = std::thread::spawn(move || {
@@ -342,10 +346,25 @@ fn a_reload_under_load_loses_no_announcement_on_an_unchanged_socket() {
         &format!("{}{}", group(1000, PSK), group(2000, PSK)),
         "- kind: noop\n- kind: eventlog\n",
     );
-    assert!(reload(&listener, &bigger, 0).contains("reloaded "));
-    let smaller = config_with(&[port], &group(1000, PSK), "- kind: noop\n");
-    assert!(reload(&listener, &smaller, 1).contains("reloaded "));
+    assert!(reload(&listener, &format!("{bigger}{http}"), 0).contains("reloaded "));
+    assert!(reload(&listener, &format!("{base}{http}"), 1).contains("reloaded "));
     sender.join().unwrap();
+    // Every datagram sent reaches the listener and is accepted (read before stopping: a
+    // stop does not drain what the kernel still queues).
+    let accepted = format!("rgap_datagrams_received_total {COUNT}");
+    let metrics = || {
+        let url = format!("http://127.0.0.1:{http_port}/metrics");
+        ureq::get(&url).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok())
+    };
+    assert!(
+        eventually(|| metrics().is_some_and(|text| text.lines().any(|l| l == accepted))),
+        "{:?}",
+        metrics().map(|text| text
+            .lines()
+            .filter(|l| l.starts_with("rgap_datagrams"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    );
     let (status, log) = listener.terminate_and_wait();
     assert!(status.success());
     let totals = log.iter().find(|line| line.contains("datagram totals")).unwrap();
