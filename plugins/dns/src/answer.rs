@@ -301,6 +301,9 @@ struct Picked {
     budget: Budget,
     /// Set once a record was refused, and why.
     full: Option<Full>,
+    /// Seeded once per query from the thread's generator: each draw from the thread's
+    /// own would go through a thread-local lookup.
+    rng: fastrand::Rng,
 }
 
 impl Picked {
@@ -312,7 +315,7 @@ impl Picked {
         if self.full.is_some() || list.is_empty() {
             return;
         }
-        let start = fastrand::usize(..list.len());
+        let start = self.rng.usize(..list.len());
         for entry in list[start..].iter().chain(&list[..start]) {
             let Some(answer) = record_of(entry) else { continue };
             if let Err(full) = self.budget.take(&answer) {
@@ -346,7 +349,8 @@ fn pick(
     let candidates = usize::from(want_v4) * v4 + usize::from(want_v6) * v6;
     // Room for as many A records as could fit: one allocation, whatever the group's size.
     let most = budget.answers.min(budget.bytes / (budget.owner + 14)).min(candidates);
-    let mut picked = Picked { answers: Vec::with_capacity(most), budget, full: None };
+    let rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    let mut picked = Picked { answers: Vec::with_capacity(most), budget, full: None, rng };
     if live {
         let member = |ip: IpAddr, expires: i64| {
             (expires > now_us).then(|| Answer::Address { ip, ttl: ttl(expires, now_us) })
@@ -366,7 +370,7 @@ fn pick(
             picked.rotate(&mapped.fallback_v6, |&ip| fallback(ip.into()));
         }
     }
-    fastrand::shuffle(&mut picked.answers);
+    picked.rng.shuffle(&mut picked.answers);
     picked
 }
 
@@ -870,5 +874,67 @@ mod tests {
             let bytes = BinEncodable::to_bytes(&name).unwrap();
             assert_eq!(name_wire_length(&name), bytes.len(), "{name}");
         }
+    }
+
+    /// This thread's CPU time, in ns: unlike the wall clock, not inflated while other
+    /// processes have the core.
+    fn thread_cpu_ns() -> u128 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec, which `now` is.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128
+    }
+
+    /// The CPU cost of answering, without sockets: `respond` on a 20-member group and on a
+    /// 100 000-member one, alternating, each timed (on the thread's CPU clock) over many
+    /// queries. A measurement, run by hand:
+    /// `cargo test --release -p rgap-output-dns -- --ignored --nocapture`
+    /// (`RGAP_DNS_COST_MEMBERS=N` for one size only, e.g. under a profiler).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn cost_of_an_answer_by_group_size() {
+        let now = now_unix_us();
+        let sizes: Vec<u32> = match std::env::var("RGAP_DNS_COST_MEMBERS") {
+            Ok(size) => vec![size.parse().expect("a number of members")],
+            Err(_) => vec![20, 100_000],
+        };
+        let groups: Vec<Vec<Member>> = sizes
+            .iter()
+            .map(|&size| {
+                (0..size)
+                    .map(|i| {
+                        let ip: IpAddr = if i % 2 == 0 {
+                            Ipv4Addr::from(0x0A00_0000 + i).into()
+                        } else {
+                            Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)).into()
+                        };
+                        member(ip, now + HOUR_US)
+                    })
+                    .collect()
+            })
+            .collect();
+        let queries: Vec<Vec<u8>> = [RecordType::A, RecordType::AAAA]
+            .iter()
+            .map(|&record_type| query(NAME, record_type, Some(1232)).to_vec().unwrap())
+            .collect();
+        let responders: Vec<(Responder, Publisher)> =
+            groups.iter().map(|members| responder(Some((members, true)), false)).collect();
+        let mut out = Vec::with_capacity(1500);
+        let mut best = vec![f64::MAX; sizes.len()];
+        for _round in 0..5 {
+            for (index, (responder, _)) in responders.iter().enumerate() {
+                let started = thread_cpu_ns();
+                let count = 200_000;
+                for i in 0..count {
+                    assert!(responder.respond(&queries[i % 2], Transport::Udp, false, &mut out));
+                }
+                let ns = (thread_cpu_ns() - started) as f64 / count as f64;
+                best[index] = best[index].min(ns);
+            }
+        }
+        for (size, ns) in sizes.iter().zip(&best) {
+            println!("respond(), best of 5 rounds of 200 000: {size} members: {ns:.0} ns");
+        }
+        assert!(best.iter().all(|ns| ns.is_finite()));
     }
 }

@@ -68,30 +68,24 @@ pub fn encode(
     metadata.truncation |= truncated;
     let question_count = u16::from(!question.is_empty());
     let additional_count = u16::from(reply.edns.is_some());
+    out.reserve(limit.saturating_sub(room));
     out.extend_from_slice(&header(&metadata, question_count, fitting as u16, additional_count));
     out.extend_from_slice(question);
     for answer in &reply.answers[..fitting] {
         out.extend_from_slice(owner);
-        match *answer {
-            Answer::Address { ip: IpAddr::V4(ip), ttl } => {
-                out.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-                out.extend_from_slice(&ttl.to_be_bytes());
-                out.extend_from_slice(&[0, 4]);
-                out.extend_from_slice(&ip.octets());
-            }
-            Answer::Address { ip: IpAddr::V6(ip), ttl } => {
-                out.extend_from_slice(&[0, 28, 0, 1]); // AAAA, IN
-                out.extend_from_slice(&ttl.to_be_bytes());
-                out.extend_from_slice(&[0, 16]);
-                out.extend_from_slice(&ip.octets());
-            }
-            Answer::Rfc8482 => {
-                out.extend_from_slice(&[0, 13, 0, 1]); // HINFO, IN
-                out.extend_from_slice(&RFC8482_TTL.to_be_bytes());
-                out.extend_from_slice(&(RFC8482_HINFO.len() as u16).to_be_bytes());
-                out.extend_from_slice(&RFC8482_HINFO);
-            }
-        }
+        // The rest of the record built whole, then copied once.
+        let mut record = [0u8; RECORD_FIXED + 16];
+        let (record_type, ttl, rdata): (u16, u32, &[u8]) = match answer {
+            Answer::Address { ip: IpAddr::V4(ip), ttl } => (1, *ttl, &ip.octets()),
+            Answer::Address { ip: IpAddr::V6(ip), ttl } => (28, *ttl, &ip.octets()),
+            Answer::Rfc8482 => (13, RFC8482_TTL, &RFC8482_HINFO),
+        };
+        record[0..2].copy_from_slice(&record_type.to_be_bytes());
+        record[2..4].copy_from_slice(&1u16.to_be_bytes()); // class IN
+        record[4..8].copy_from_slice(&ttl.to_be_bytes());
+        record[8..10].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+        record[RECORD_FIXED..RECORD_FIXED + rdata.len()].copy_from_slice(rdata);
+        out.extend_from_slice(&record[..RECORD_FIXED + rdata.len()]);
     }
     if let Some(edns) = &reply.edns {
         let rcode_high = (u16::from(metadata.response_code) >> 4) as u8;
