@@ -526,6 +526,209 @@ fn compress_controls_name_compression() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Large groups and hostile load: answers capped, ANY minimal, rate limiting
+// ---------------------------------------------------------------------------------------
+
+impl Dns {
+    /// Announces every address in `ips` until all are in the TCP answer for `record_type`
+    /// (a burst may overflow the listener's socket buffer: missing ones are sent again).
+    fn announce_all(&self, ips: &[String], record_type: RecordType) -> DnsResponse {
+        let all: BTreeSet<IpAddr> = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+        let mut last = None;
+        let held = eventually(|| {
+            let seen = last.as_ref().map(addresses).unwrap_or_default();
+            for ip in ips.iter().filter(|ip| !seen.contains(&ip.parse::<IpAddr>().unwrap())) {
+                self.announce(ip);
+            }
+            let response = self.query(NAME, record_type, Via::Tcp);
+            let done = addresses(&response) == all;
+            last = Some(response);
+            done
+        });
+        let last = last.expect("at least one query");
+        assert!(held, "not every member arrived: {} of {}", addresses(&last).len(), ips.len());
+        last
+    }
+}
+
+/// `count` distinct IPv4 addresses in 10.2.0.0/16.
+fn ipv4_members(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("10.2.{}.{}", i / 250, i % 250 + 1)).collect()
+}
+
+#[test]
+fn udp_answers_of_a_large_group_are_capped_and_spread_while_tcp_returns_all() {
+    let dns = start_dns("0s", "");
+    let members = ipv4_members(1500);
+    let tcp = dns.announce_all(&members, RecordType::A);
+    assert_eq!(tcp.answers.len(), 1500, "TCP carries every member");
+    assert!(!tcp.metadata.truncation);
+
+    let record = NAME.len() + 1 + 10 + 4;
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        for (via, limit) in [(Via::Udp, 1232), (Via::UdpClassic, 512)] {
+            let udp = dns.query(NAME, RecordType::A, via);
+            let length = udp.as_buffer().len();
+            assert!(udp.metadata.truncation, "TC over {via:?}: resolvers retry over TCP");
+            assert!(length <= limit && length + record > limit, "{length} bytes over {via:?}");
+            assert_eq!(addresses(&udp).len(), udp.answers.len(), "no duplicates");
+            seen.extend(addresses(&udp));
+        }
+    }
+    // Each answer holds about 35 of the 1500; different answers hold different members.
+    let one_answer = (1232 - 12 - (NAME.len() + 5) - 11) / record;
+    assert!(seen.len() > 4 * one_answer, "20 UDP answers held only {} members", seen.len());
+    assert!(seen.is_subset(&tcp.answers.iter().map(|r| r.data.ip_addr().unwrap()).collect()));
+}
+
+#[test]
+fn max_answers_caps_every_answer_without_truncation() {
+    let dns = start_dns(
+        "0s",
+        "    max_answers: 3
+",
+    );
+    let members = ipv4_members(10);
+    for ip in &members {
+        dns.announce(ip);
+    }
+    dns.listener.wait_for_log_count("has joined group 1000", 10);
+    let all: BTreeSet<IpAddr> = members.iter().map(|ip| ip.parse().unwrap()).collect();
+    let mut seen = BTreeSet::new();
+    for via in [Via::Udp, Via::UdpClassic, Via::Tcp] {
+        for _ in 0..40 {
+            let a = dns.query(NAME, RecordType::A, via);
+            assert_eq!(a.answers.len(), 3, "over {via:?}: {:?}", a.answers);
+            assert!(!a.metadata.truncation, "a complete answer by choice, not TC");
+            assert!(addresses(&a).is_subset(&all));
+            seen.extend(addresses(&a));
+        }
+    }
+    assert_eq!(seen, all, "120 answers of 3 spread over all 10 members");
+    // The group has members but none of IPv6: still NODATA.
+    let ipv6 = dns.query(NAME, RecordType::AAAA, Via::Udp);
+    assert!(ipv6.answers.is_empty(), "no IPv6 member: NODATA");
+}
+
+#[test]
+fn any_over_udp_gets_one_rfc8482_record_and_tcp_gets_the_addresses() {
+    let dns = start_dns("0s", "");
+    let mut members = ipv4_members(40);
+    members.extend((1..=20).map(|i| format!("2001:db8:2::{i}")));
+    let tcp = dns.announce_all(&members, RecordType::ANY);
+    assert_eq!(tcp.answers.len(), 60, "ANY over TCP: every A and AAAA");
+
+    for via in [Via::Udp, Via::UdpClassic] {
+        let any = dns.query(NAME, RecordType::ANY, via);
+        assert_eq!(code(&any), ResponseCode::NoError);
+        assert!(any.metadata.authoritative);
+        assert!(!any.metadata.truncation);
+        assert_eq!(any.answers.len(), 1, "over {via:?}: {:?}", any.answers);
+        let record = &any.answers[0];
+        assert_eq!(record.record_type(), RecordType::HINFO);
+        let RData::HINFO(hinfo) = &record.data else { panic!("{record}") };
+        assert_eq!(&*hinfo.cpu, b"RFC8482");
+        assert!(hinfo.os.is_empty());
+        // No amplification: the answer is about the size of the question.
+        assert!(any.as_buffer().len() < 100, "{} bytes", any.as_buffer().len());
+    }
+    // Unmapped names and unready groups answer as before.
+    let nx = dns.query("other.example.com.", RecordType::ANY, Via::Udp);
+    assert_eq!(code(&nx), ResponseCode::NXDomain);
+}
+
+/// What came back for a burst of queries.
+#[derive(Debug, Default)]
+struct Tally {
+    full: usize,
+    slipped: usize,
+}
+
+/// Sends `count` A queries for [`NAME`] from one socket as fast as it goes, in chunks
+/// (so as not to overflow socket buffers), reading what comes back until it is quiet.
+fn flood(server: SocketAddr, count: usize) -> (Tally, Duration) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_ascii(NAME).unwrap(), RecordType::A));
+    let query = message.to_vec().unwrap();
+    let mut tally = Tally::default();
+    let mut buffer = [0u8; 2048];
+    let mut read = |socket: &UdpSocket, tally: &mut Tally| {
+        while let Ok(length) = socket.recv(&mut buffer) {
+            let reply = Message::from_vec(&buffer[..length]).expect("a well-formed response");
+            if reply.metadata.truncation {
+                assert!(reply.answers.is_empty(), "a slip carries no records");
+                tally.slipped += 1;
+            } else {
+                assert_eq!(reply.answers.len(), 1);
+                tally.full += 1;
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    socket.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    for _ in 0..count / 50 {
+        for _ in 0..50 {
+            socket.send_to(&query, server).unwrap();
+        }
+        read(&socket, &mut tally);
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    read(&socket, &mut tally);
+    (tally, started.elapsed())
+}
+
+#[test]
+fn rate_limiting_slips_truncated_answers_to_a_flooding_client_then_forgives_it() {
+    let rate = 20;
+    let dns = start_dns(
+        "0s",
+        &format!(
+            "    rate_limit: {{responses_per_second: {rate}, slip: 2}}
+"
+        ),
+    );
+    dns.announce("10.0.0.1");
+    let member = ips(&["10.0.0.1"]);
+    // TCP is not limited, and does not count against the client's UDP budget.
+    dns.wait_for(NAME, RecordType::A, Via::Tcp, "the member", |r| addresses(r) == member);
+
+    let sent = 2000;
+    let (tally, elapsed) = flood(dns.server, sent);
+    eprintln!("{sent} queries: {tally:?} in {elapsed:?}");
+    // At most one second's worth at once plus the rate over the time it took.
+    let allowed = rate * (1 + elapsed.as_secs() as usize + 1);
+    assert!(
+        (1..=allowed).contains(&tally.full),
+        "{} full answers in {elapsed:?} at {rate} per second",
+        tally.full
+    );
+    // Of the rest, every second one comes back truncated and the others not at all.
+    let limited = sent - tally.full;
+    assert!(tally.slipped >= 10, "{tally:?}");
+    assert!(tally.slipped <= limited / 2 + 1, "{tally:?}: more slips than every second one");
+
+    // Over the limit, the client still gets its answer over TCP, as a slip tells it to.
+    let tcp = dns.query(NAME, RecordType::A, Via::Tcp);
+    assert_eq!(addresses(&tcp), member);
+
+    // Having stopped, the client is answered normally again over UDP.
+    let mut last = None;
+    let answered = eventually(|| {
+        let query = Query::query(Name::from_ascii(NAME).unwrap(), RecordType::A);
+        let request = DnsRequest::from_query(query, options(Via::Udp));
+        let response = try_exchange(dns.server, Via::Udp, request, Duration::from_millis(500));
+        let done =
+            response.as_ref().is_ok_and(|r| !r.metadata.truncation && addresses(r) == member);
+        last = Some(response.map(|r| r.answers.len()));
+        done
+    });
+    assert!(answered, "no normal answer after the flood; last: {last:?}");
+    assert!(!dns.listener.log().iter().any(|line| line.contains("panicked")));
+}
+
+// ---------------------------------------------------------------------------------------
 // Robustness
 // ---------------------------------------------------------------------------------------
 

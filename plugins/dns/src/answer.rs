@@ -2,8 +2,13 @@
 //!
 //! [`Responder::reply`] holds every rule (which names, which codes, which records and TTLs);
 //! [`Responder::respond`] wraps it for the plugin's own UDP and TCP loops, from wire bytes to
-//! wire bytes with an encoder it configures (name compression, UDP size); and the
-//! [`RequestHandler`] impl lets hickory-server's `Server` run the same rules.
+//! wire bytes with an encoder it configures (name compression, UDP size), and counts what
+//! it sent; and the [`RequestHandler`] impl lets hickory-server's `Server` run the same rules.
+//!
+//! A query costs the same whatever the size of its group: the records are picked from a
+//! random position of the member list onwards, wrapping around, only as many as fit in the
+//! response (and `max_answers`), then those few are shuffled. Nothing walks, copies or
+//! shuffles the whole group. ANY over UDP gets the single HINFO record of RFC 8482.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,12 +21,13 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
-use hickory_server::proto::rr::rdata::{A, AAAA};
+use hickory_server::proto::rr::rdata::{A, AAAA, HINFO};
 use hickory_server::proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use crate::metrics::Metrics;
 use crate::spec::MappedName;
 use crate::view::{GroupMembers, View};
 use crate::wire;
@@ -40,11 +46,18 @@ pub enum Transport {
     Tcp,
 }
 
-/// One A or AAAA record: the address and its TTL; the owner is the question's name.
+/// The TTL of the RFC 8482 HINFO record: it says nothing about the members, so resolvers
+/// may keep it.
+pub const RFC8482_TTL: u32 = 3600;
+
+/// One record of the answer section; its owner is the question's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answer {
-    pub ip: IpAddr,
-    pub ttl: u32,
+pub enum Answer {
+    /// An A record for an IPv4 address, AAAA for IPv6.
+    Address { ip: IpAddr, ttl: u32 },
+    /// The answer to ANY over UDP (RFC 8482 §4.2): one HINFO record with CPU `RFC8482` and
+    /// an empty OS, instead of every address, so that the port is no amplifier.
+    Rfc8482,
 }
 
 /// The OPT record of a response to a query that had one.
@@ -61,34 +74,59 @@ pub struct EdnsReply {
 pub struct Reply {
     pub metadata: Metadata,
     pub answers: Vec<Answer>,
+    /// More records would have been answered had they fit: the response goes out with TC.
+    pub truncated: bool,
     /// Present when the query had EDNS.
     pub edns: Option<EdnsReply>,
     /// Maximum size of the encoded response.
     pub limit: u16,
 }
 
+/// How answers are written, from the spec.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// Answer names as pointers to the question.
+    pub compress: bool,
+    /// Set AA.
+    pub authoritative: bool,
+    /// Records per answer at most.
+    pub max_answers: usize,
+}
+
 /// Answers queries for the mapped names.
 pub struct Responder {
     names: HashMap<LowerName, MappedName>,
     view: Arc<ArcSwap<View>>,
-    compress: bool,
-    authoritative: bool,
+    style: Style,
+    metrics: Metrics,
 }
 
 impl Responder {
     pub fn new(
         names: HashMap<LowerName, MappedName>,
         view: Arc<ArcSwap<View>>,
-        compress: bool,
-        authoritative: bool,
+        style: Style,
+        metrics: Metrics,
     ) -> Self {
-        Responder { names, view, compress, authoritative }
+        Responder { names, view, style, metrics }
     }
 
-    /// Answers the DNS message in `packet`, writing the response into `out`. Returns false
-    /// when nothing should be sent: too short to hold a header, or itself a response (never
-    /// answered, so that the server cannot be made to reflect traffic).
-    pub fn respond(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+    /// The counters, for what the server decides itself (rate limiting).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Answers the DNS message in `packet`, writing the response into `out`; with `slip`,
+    /// the response carries no records and has TC set (rate limiting's truncated answer).
+    /// Returns false when nothing should be sent: too short to hold a header, or itself a
+    /// response (never answered, so that the server cannot be made to reflect traffic).
+    pub fn respond(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        slip: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let mut decoder = BinDecoder::new(packet);
         let Ok(header) = Header::read(&mut decoder) else {
             return false;
@@ -108,7 +146,7 @@ impl Responder {
             name_length = question.len() - 4;
             Some(query)
         };
-        let reply = if request.op_code != OpCode::Query {
+        let mut reply = if request.op_code != OpCode::Query {
             // Other opcodes lay their sections out differently: echo the question if it
             // reads as one, and say NOTIMP.
             if header.counts.queries == 1 {
@@ -128,7 +166,15 @@ impl Responder {
                 },
             }
         };
-        wire::encode(&reply, question, name_length, self.compress, out);
+        if slip {
+            reply.answers.clear();
+            reply.truncated = true;
+        }
+        let truncated = wire::encode(&reply, question, name_length, self.style.compress, out);
+        self.metrics.answered(reply.metadata.response_code);
+        if truncated && !slip {
+            self.metrics.truncated();
+        }
         true
     }
 
@@ -158,7 +204,7 @@ impl Responder {
         }
         let Some(mapped) = self.names.get(&LowerName::new(query.name())) else {
             reply.metadata.response_code = ResponseCode::NXDomain;
-            reply.metadata.authoritative = self.authoritative;
+            reply.metadata.authoritative = self.style.authoritative;
             return reply;
         };
         let view = self.view.load();
@@ -166,8 +212,20 @@ impl Responder {
             reply.metadata.response_code = ResponseCode::ServFail;
             return reply;
         };
-        reply.metadata.authoritative = self.authoritative;
-        reply.answers = answers(query.query_type(), mapped, group, now_us);
+        reply.metadata.authoritative = self.style.authoritative;
+        if query.query_type() == RecordType::ANY && transport == Transport::Udp {
+            reply.answers.push(Answer::Rfc8482);
+            return reply;
+        }
+        let owner = if self.style.compress { 2 } else { name_wire_length(query.name()) };
+        let budget = Budget {
+            bytes: wire::answer_room(reply.limit, name_wire_length(query.name()), edns.is_some()),
+            owner,
+            answers: self.style.max_answers,
+        };
+        let picked = pick(query.query_type(), mapped, group, budget, now_us);
+        reply.answers = picked.answers;
+        reply.truncated = picked.full == Some(Full::Size);
         reply
     }
 
@@ -192,45 +250,128 @@ impl Responder {
             max_payload: UDP_PAYLOAD_LIMIT,
             dnssec_ok: request.flags().dnssec_ok,
         });
-        Reply { metadata, answers: Vec::new(), edns, limit }
+        Reply { metadata, answers: Vec::new(), truncated: false, edns, limit }
     }
 }
 
-/// The records for a query of `query_type`: the live members of the asked family with the
-/// seconds each has left, or, when the group has no live member at all, the fallback
-/// addresses of that family with TTL 0. Shuffled, so that clients spread over the members.
-/// ANY gets both families; any other type gets none (NODATA).
-fn answers(
+/// The length of `name` in a message, uncompressed: each label with its length byte, then
+/// the root.
+fn name_wire_length(name: &hickory_server::proto::rr::Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+}
+
+/// What is left for the answer section: bytes under the size limit, records under
+/// `max_answers`.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    bytes: usize,
+    /// The length of each record's owner name.
+    owner: usize,
+    answers: usize,
+}
+
+/// Why no more records were taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// The next one did not fit in the message: the response is truncated (TC).
+    Size,
+    /// `max_answers` were taken: a complete answer by the operator's choice.
+    Count,
+}
+
+impl Budget {
+    /// Counts `answer` in if it fits.
+    fn take(&mut self, answer: &Answer) -> Result<(), Full> {
+        if self.answers == 0 {
+            return Err(Full::Count);
+        }
+        let length = wire::record_length(self.owner, answer);
+        if length > self.bytes {
+            return Err(Full::Size);
+        }
+        self.bytes -= length;
+        self.answers -= 1;
+        Ok(())
+    }
+}
+
+/// The records picked for one response.
+struct Picked {
+    answers: Vec<Answer>,
+    budget: Budget,
+    /// Set once a record was refused, and why.
+    full: Option<Full>,
+    /// Seeded once per query from the thread's generator: each draw from the thread's
+    /// own would go through a thread-local lookup.
+    rng: fastrand::Rng,
+}
+
+impl Picked {
+    /// Takes the records `list` gives (`record_of` skips an entry with `None`), starting at a
+    /// random position and wrapping around, until the budget is spent. Each entry is
+    /// equally likely to come first, so load spreads over the whole group while a query
+    /// looks at only as many entries as it answers (plus any expired ones on the way).
+    fn rotate<T>(&mut self, list: &[T], record_of: impl Fn(&T) -> Option<Answer>) {
+        if self.full.is_some() || list.is_empty() {
+            return;
+        }
+        let start = self.rng.usize(..list.len());
+        for entry in list[start..].iter().chain(&list[..start]) {
+            let Some(answer) = record_of(entry) else { continue };
+            if let Err(full) = self.budget.take(&answer) {
+                self.full = Some(full);
+                return;
+            }
+            self.answers.push(answer);
+        }
+    }
+}
+
+/// The records for a query of `query_type` within `budget`: live members of the asked
+/// family with the seconds each has left, or, when the group has no live member at all, the
+/// fallback addresses of that family with TTL 0. Shuffled, so that clients spread over the
+/// members. ANY (over TCP) gets both families; any other type gets none (NODATA).
+fn pick(
     query_type: RecordType,
     mapped: &MappedName,
     group: &GroupMembers,
+    budget: Budget,
     now_us: i64,
-) -> Vec<Answer> {
+) -> Picked {
     let want_v4 = matches!(query_type, RecordType::A | RecordType::ANY);
     let want_v6 = matches!(query_type, RecordType::AAAA | RecordType::ANY);
-    let mut answers = Vec::new();
-    if group.has_live_member(now_us) {
-        let live = |ip: IpAddr, expires: i64| {
-            (expires > now_us).then(|| Answer { ip, ttl: ttl(expires, now_us) })
+    let live = group.has_live_member(now_us);
+    let (v4, v6) = if live {
+        (group.v4.len(), group.v6.len())
+    } else {
+        (mapped.fallback_v4.len(), mapped.fallback_v6.len())
+    };
+    let candidates = usize::from(want_v4) * v4 + usize::from(want_v6) * v6;
+    // Room for as many A records as could fit: one allocation, whatever the group's size.
+    let most = budget.answers.min(budget.bytes / (budget.owner + 14)).min(candidates);
+    let rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    let mut picked = Picked { answers: Vec::with_capacity(most), budget, full: None, rng };
+    if live {
+        let member = |ip: IpAddr, expires: i64| {
+            (expires > now_us).then(|| Answer::Address { ip, ttl: ttl(expires, now_us) })
         };
         if want_v4 {
-            answers.extend(group.v4.iter().filter_map(|&(ip, expires)| live(ip.into(), expires)));
+            picked.rotate(&group.v4, |&(ip, expires)| member(ip.into(), expires));
         }
         if want_v6 {
-            answers.extend(group.v6.iter().filter_map(|&(ip, expires)| live(ip.into(), expires)));
+            picked.rotate(&group.v6, |&(ip, expires)| member(ip.into(), expires));
         }
     } else {
+        let fallback = |ip: IpAddr| Some(Answer::Address { ip, ttl: 0 });
         if want_v4 {
-            answers
-                .extend(mapped.fallback_v4.iter().map(|&ip| Answer { ip: IpAddr::V4(ip), ttl: 0 }));
+            picked.rotate(&mapped.fallback_v4, |&ip| fallback(ip.into()));
         }
         if want_v6 {
-            answers
-                .extend(mapped.fallback_v6.iter().map(|&ip| Answer { ip: IpAddr::V6(ip), ttl: 0 }));
+            picked.rotate(&mapped.fallback_v6, |&ip| fallback(ip.into()));
         }
     }
-    fastrand::shuffle(&mut answers);
-    answers
+    picked.rng.shuffle(&mut picked.answers);
+    picked
 }
 
 /// Whole seconds before `expires_us`, at least 1 for a live member.
@@ -280,11 +421,15 @@ impl RequestHandler for Responder {
                 .answers
                 .iter()
                 .map(|answer| {
-                    let rdata = match answer.ip {
-                        IpAddr::V4(ip) => RData::A(A(ip)),
-                        IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
+                    let (rdata, ttl) = match *answer {
+                        Answer::Address { ip: IpAddr::V4(ip), ttl } => (RData::A(A(ip)), ttl),
+                        Answer::Address { ip: IpAddr::V6(ip), ttl } => (RData::AAAA(AAAA(ip)), ttl),
+                        Answer::Rfc8482 => (
+                            RData::HINFO(HINFO::new("RFC8482".to_owned(), String::new())),
+                            RFC8482_TTL,
+                        ),
                     };
-                    Record::from_rdata(query.name().clone(), answer.ttl, rdata)
+                    Record::from_rdata(query.name().clone(), ttl, rdata)
                 })
                 .collect(),
             None => Vec::new(),
@@ -300,7 +445,9 @@ impl RequestHandler for Responder {
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
-        let response = builder.build(reply.metadata, records.iter(), [], [], []);
+        let mut metadata = reply.metadata;
+        metadata.truncation |= reply.truncated;
+        let response = builder.build(metadata, records.iter(), [], [], []);
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(error) => {
@@ -320,6 +467,7 @@ mod tests {
 
     use hickory_server::proto::op::Message;
     use hickory_server::proto::rr::Name;
+    use hickory_server::proto::serialize::binary::BinEncodable;
     use rgap_plugin_api::{GroupSnapshot, Member, MemberList};
 
     use super::*;
@@ -339,6 +487,15 @@ mod tests {
     /// A responder for NAME → group 1 (fallbacks 192.0.2.1 and 2001:db8::1), with the group
     /// published as `members` (`None`: never reported).
     fn responder(members: Option<(&[Member], bool)>, compress: bool) -> (Responder, Publisher) {
+        responder_with(members, compress, usize::MAX)
+    }
+
+    /// As [`responder`], with `max_answers`.
+    fn responder_with(
+        members: Option<(&[Member], bool)>,
+        compress: bool,
+        max_answers: usize,
+    ) -> (Responder, Publisher) {
         let name = LowerName::new(&Name::from_ascii(NAME).unwrap());
         let mapped = MappedName {
             key: NAME.to_owned(),
@@ -359,7 +516,8 @@ mod tests {
             publisher.update(&[snapshot]);
         }
         let names = HashMap::from([(name, mapped)]);
-        (Responder::new(names, publisher.published(), compress, true), publisher)
+        let style = Style { compress, authoritative: true, max_answers };
+        (Responder::new(names, publisher.published(), style, Metrics::none()), publisher)
     }
 
     fn query(name: &str, record_type: RecordType, edns_payload: Option<u16>) -> Message {
@@ -375,7 +533,7 @@ mod tests {
 
     fn ask(responder: &Responder, query: &Message, transport: Transport) -> (Message, usize) {
         let mut out = Vec::new();
-        assert!(responder.respond(&query.to_vec().unwrap(), transport, &mut out));
+        assert!(responder.respond(&query.to_vec().unwrap(), transport, false, &mut out));
         (Message::from_vec(&out).expect("a well-formed response"), out.len())
     }
 
@@ -428,7 +586,7 @@ mod tests {
         let (aaaa, _) = ask(&responder, &query(NAME, RecordType::AAAA, None), Transport::Tcp);
         assert_eq!(addresses(&aaaa), HashSet::from(["fd00::1".parse().unwrap()]));
         let (any, _) = ask(&responder, &query(NAME, RecordType::ANY, None), Transport::Tcp);
-        assert_eq!(any.answers.len(), 3);
+        assert_eq!(any.answers.len(), 3, "ANY over TCP: every A and AAAA");
         let (mx, _) = ask(&responder, &query(NAME, RecordType::MX, None), Transport::Udp);
         assert_eq!(mx.metadata.response_code, ResponseCode::NoError);
         assert!(mx.answers.is_empty());
@@ -458,10 +616,10 @@ mod tests {
         let (responder, _publisher) = responder(Some((&[], true)), false);
         let mut out = Vec::new();
         // Too short for a header, and responses: nothing is sent.
-        assert!(!responder.respond(&[1, 2, 3], Transport::Udp, &mut out));
+        assert!(!responder.respond(&[1, 2, 3], Transport::Udp, false, &mut out));
         let mut response = query(NAME, RecordType::A, None);
         response.metadata.message_type = MessageType::Response;
-        assert!(!responder.respond(&response.to_vec().unwrap(), Transport::Udp, &mut out));
+        assert!(!responder.respond(&response.to_vec().unwrap(), Transport::Udp, false, &mut out));
 
         // Two questions, or none: FORMERR.
         let mut two = query(NAME, RecordType::A, None);
@@ -478,7 +636,7 @@ mod tests {
         // A header promising a question that is cut short: FORMERR, same id.
         let mut cut = query(NAME, RecordType::A, None).to_vec().unwrap();
         cut.truncate(20);
-        assert!(responder.respond(&cut, Transport::Udp, &mut out));
+        assert!(responder.respond(&cut, Transport::Udp, false, &mut out));
         let reply = Message::from_vec(&out).unwrap();
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(&out[..2], &cut[..2]);
@@ -590,5 +748,206 @@ mod tests {
         assert!(reply.metadata.authoritative);
         assert_eq!(addresses(&reply), HashSet::from([IpAddr::V6(Ipv6Addr::LOCALHOST)]));
         assert!(reply.edns.is_some());
+    }
+
+    /// Whether `list` is one rotation of `all` (a window of consecutive entries, wrapping).
+    fn is_window_of(list: &[IpAddr], all: &[IpAddr]) -> bool {
+        let set: HashSet<&IpAddr> = list.iter().collect();
+        (0..all.len())
+            .any(|start| (0..list.len()).all(|i| set.contains(&all[(start + i) % all.len()])))
+    }
+
+    #[test]
+    fn udp_answers_of_a_huge_group_are_a_random_window_that_fills_the_limit() {
+        let now = now_unix_us();
+        let members = many_members(100_000, now + HOUR_US);
+        let all: Vec<IpAddr> =
+            (0..100_000u32).map(|i| Ipv4Addr::from(0x0A00_0000 + i).into()).collect();
+        let (responder, _publisher) = responder(Some((&members, true)), false);
+        let mut firsts = HashSet::new();
+        for _ in 0..20 {
+            let (reply, length) =
+                ask(&responder, &query(NAME, RecordType::A, Some(1232)), Transport::Udp);
+            assert!(reply.metadata.truncation, "more members than fit: TC");
+            let record = NAME.len() + 1 + 10 + 4;
+            assert!(length <= 1232 && length + record > 1232, "filled: {length} bytes");
+            let got: Vec<IpAddr> = addresses(&reply).into_iter().collect();
+            assert_eq!(got.len(), reply.answers.len(), "no duplicates");
+            assert!(is_window_of(&got, &all), "consecutive members, wrapping");
+            firsts.insert(got.iter().min().copied());
+        }
+        assert!(firsts.len() > 10, "windows start at random places: {firsts:?}");
+        // TCP takes as many as 64 KiB holds.
+        let (tcp, length) = ask(&responder, &query(NAME, RecordType::A, None), Transport::Tcp);
+        assert!(tcp.metadata.truncation);
+        let record = NAME.len() + 1 + 10 + 4;
+        assert!(length <= 65_535 && length + record > 65_535, "filled: {length} bytes");
+    }
+
+    #[test]
+    fn expired_members_are_skipped_by_the_window() {
+        let now = now_unix_us();
+        // Every other member past its expiry (the listener has not swept it yet).
+        let members: Vec<Member> = (0..1000u32)
+            .map(|i| {
+                let expires = if i % 2 == 0 { now + HOUR_US } else { now - 1 };
+                member(Ipv4Addr::from(0x0A00_0000 + i).into(), expires)
+            })
+            .collect();
+        let (responder, _publisher) = responder(Some((&members, true)), true);
+        for _ in 0..10 {
+            let (reply, _) = ask(&responder, &query(NAME, RecordType::A, None), Transport::Udp);
+            assert!(reply.metadata.truncation);
+            assert!(!reply.answers.is_empty());
+            for ip in addresses(&reply) {
+                let IpAddr::V4(v4) = ip else { panic!("{ip}") };
+                assert_eq!((u32::from(v4) - 0x0A00_0000) % 2, 0, "{ip} has expired");
+            }
+        }
+    }
+
+    #[test]
+    fn max_answers_caps_both_transports_without_tc() {
+        let now = now_unix_us();
+        let members = many_members(50, now + HOUR_US);
+        let (responder, _publisher) = responder_with(Some((&members, true)), false, 3);
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (reply, _) = ask(&responder, &query(NAME, RecordType::A, None), transport);
+            assert_eq!(reply.answers.len(), 3, "{transport:?}");
+            assert!(!reply.metadata.truncation, "a cap by choice is a complete answer");
+        }
+        // Fewer members than the cap: all of them.
+        let few = many_members(2, now + HOUR_US);
+        let (responder, _publisher) = responder_with(Some((&few, true)), false, 3);
+        let (reply, _) = ask(&responder, &query(NAME, RecordType::A, None), Transport::Udp);
+        assert_eq!(reply.answers.len(), 2);
+        // A cap larger than what fits: what fits, with TC.
+        let (responder, _publisher) = responder_with(Some((&members, true)), false, 40);
+        let (reply, length) = ask(&responder, &query(NAME, RecordType::A, None), Transport::Udp);
+        assert!(reply.metadata.truncation);
+        assert!(reply.answers.len() < 40 && length <= 512);
+    }
+
+    #[test]
+    fn any_over_udp_is_one_rfc8482_hinfo_record() {
+        let now = now_unix_us();
+        let mut members = many_members(200, now + HOUR_US);
+        members.push(member("fd00::1".parse().unwrap(), now + HOUR_US));
+        let (responder, _publisher) = responder(Some((&members, true)), false);
+        let request = query("WORKER.example.com.", RecordType::ANY, Some(1232));
+        let (reply, length) = ask(&responder, &request, Transport::Udp);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(!reply.metadata.truncation);
+        assert_eq!(reply.answers.len(), 1);
+        let record = &reply.answers[0];
+        assert_eq!(record.name.to_ascii(), "WORKER.example.com.");
+        assert_eq!(record.ttl, RFC8482_TTL);
+        let RData::HINFO(hinfo) = &record.data else { panic!("{record}") };
+        assert_eq!((&*hinfo.cpu, &*hinfo.os), (&b"RFC8482"[..], &b""[..]));
+        assert!(length < request.to_vec().unwrap().len() + 40, "no amplification: {length}");
+        // Over TCP ANY still gets the addresses (as many as fit), and unmapped ANY is NXDOMAIN.
+        let (tcp, _) = ask(&responder, &query(NAME, RecordType::ANY, None), Transport::Tcp);
+        assert_eq!(tcp.answers.len(), 201);
+        let (nx, _) =
+            ask(&responder, &query("x.example.com.", RecordType::ANY, None), Transport::Udp);
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn a_slip_is_truncated_with_no_records() {
+        let members = many_members(3, now_unix_us() + HOUR_US);
+        let (responder, _publisher) = responder(Some((&members, true)), false);
+        let request = query(NAME, RecordType::A, Some(1232));
+        let mut out = Vec::new();
+        assert!(responder.respond(&request.to_vec().unwrap(), Transport::Udp, true, &mut out));
+        let reply = Message::from_vec(&out).unwrap();
+        assert!(reply.metadata.truncation);
+        assert!(reply.answers.is_empty());
+        assert_eq!(reply.queries, request.queries, "the question is echoed");
+        assert!(reply.edns.is_some(), "the OPT record stays");
+    }
+
+    #[test]
+    fn name_wire_length_counts_labels_and_root() {
+        for name in [".", "a.", "worker.example.com.", "x.y.z.w."] {
+            let name = Name::from_ascii(name).unwrap();
+            let bytes = BinEncodable::to_bytes(&name).unwrap();
+            assert_eq!(name_wire_length(&name), bytes.len(), "{name}");
+        }
+    }
+
+    /// This thread's CPU time, in ns: unlike the wall clock, not inflated while other
+    /// processes have the core.
+    fn thread_cpu_ns() -> u128 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec, which `now` is.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128
+    }
+
+    /// The CPU cost of answering, without sockets: `respond` on a 20-member group and on a
+    /// 100 000-member one, alternating, each timed (on the thread's CPU clock) over many
+    /// queries. A measurement, run by hand:
+    /// `cargo test --release -p rgap-output-dns -- --ignored --nocapture`
+    /// (`RGAP_DNS_COST_MEMBERS=N` for one size only, e.g. under a profiler).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn cost_of_an_answer_by_group_size() {
+        let now = now_unix_us();
+        let sizes: Vec<u32> = match std::env::var("RGAP_DNS_COST_MEMBERS") {
+            Ok(size) => vec![size.parse().expect("a number of members")],
+            Err(_) => vec![20, 100_000],
+        };
+        let groups: Vec<Vec<Member>> = sizes
+            .iter()
+            .map(|&size| {
+                (0..size)
+                    .map(|i| {
+                        let ip: IpAddr = if i % 2 == 0 {
+                            Ipv4Addr::from(0x0A00_0000 + i).into()
+                        } else {
+                            Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)).into()
+                        };
+                        member(ip, now + HOUR_US)
+                    })
+                    .collect()
+            })
+            .collect();
+        let responders: Vec<(Responder, Publisher)> =
+            groups.iter().map(|members| responder(Some((members, true)), false)).collect();
+        let mut out = Vec::with_capacity(1500);
+        for edns in [None, Some(1232)] {
+            // A and AAAA alternately.
+            let queries: Vec<Vec<u8>> = [RecordType::A, RecordType::AAAA]
+                .iter()
+                .map(|&record_type| query(NAME, record_type, edns).to_vec().unwrap())
+                .collect();
+            let mut best = vec![(f64::MAX, 0); sizes.len()];
+            for _round in 0..5 {
+                for (index, (responder, _)) in responders.iter().enumerate() {
+                    let started = thread_cpu_ns();
+                    let count = 200_000;
+                    let mut records = 0;
+                    for i in 0..count {
+                        assert!(responder.respond(
+                            &queries[i % 2],
+                            Transport::Udp,
+                            false,
+                            &mut out
+                        ));
+                        records += usize::from(u16::from_be_bytes([out[6], out[7]]));
+                    }
+                    let ns = (thread_cpu_ns() - started) as f64 / count as f64;
+                    best[index] = (best[index].0.min(ns), records / count);
+                }
+            }
+            for (size, (ns, records)) in sizes.iter().zip(&best) {
+                println!(
+                    "respond(), EDNS {edns:?}, best of 5 rounds of 200 000: {size} members: \
+                     {ns:.0} ns ({records} records per answer)"
+                );
+                assert!(*records > 0);
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::mem;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 /// Datagrams per system call.
@@ -84,21 +85,26 @@ impl Batch {
         (&self.queries[i][..self.lengths[i]], &mut self.responses[i])
     }
 
-    /// Whether query `i` came from a port that can be answered (not 0).
-    pub fn peer_is_answerable(&self, i: usize) -> bool {
+    /// The address query `i` came from, if it can be answered (an IP peer, port not 0).
+    pub fn answerable_peer(&self, i: usize) -> Option<IpAddr> {
         let peer = &self.peers[i];
-        let port = match i32::from(peer.ss_family) {
-            // SAFETY: the family says which sockaddr the storage holds; both fit in it.
-            libc::AF_INET => unsafe {
-                (*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
-            },
-            // SAFETY: as above, for an IPv6 peer.
-            libc::AF_INET6 => unsafe {
-                (*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()).sin6_port
-            },
-            _ => 0,
+        let (ip, port) = match i32::from(peer.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says which sockaddr the storage holds; both fit in it.
+                let v4 =
+                    unsafe { *(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                (IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()), v4.sin_port)
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for an IPv6 peer.
+                let v6 = unsafe {
+                    *(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                (IpAddr::from(v6.sin6_addr.s6_addr), v6.sin6_port)
+            }
+            _ => return None,
         };
-        port != 0
+        (port != 0).then_some(ip)
     }
 
     /// Sends the answered responses of the first `count` queries, starting after those

@@ -3,7 +3,9 @@
 //! runtime (a cdylib cannot use the host's).
 //!
 //! UDP is one loop per socket with no task per query: read a batch of datagrams, answer
-//! each from the published view, send the batch of responses (see [`crate::batch`]). TCP keeps at most [`MAX_TCP_CONNECTIONS`] connections (a new one
+//! each from the published view (unless response rate limiting, [`crate::limit`], drops or
+//! truncates it), send the batch of responses (see [`crate::batch`]). TCP, which cannot be
+//! spoofed, is not rate limited; it keeps at most [`MAX_TCP_CONNECTIONS`] connections (a new one
 //! closes the oldest), each with its own task that reads length-prefixed queries one after
 //! the other; a connection that stays silent, or sends half a message, for
 //! [`TCP_IDLE_TIMEOUT`] is closed.
@@ -15,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rgap_plugin_api::HostHandle;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -26,7 +28,9 @@ use tokio::task::AbortHandle;
 
 use crate::answer::{Responder, Transport};
 use crate::batch::Batch;
-use crate::spec::BindTarget;
+use crate::limit::{RateLimiter, Verdict};
+use crate::metrics::Limited;
+use crate::spec::{BindTarget, RateLimit};
 
 /// TCP connections served at once; a new one beyond this closes the oldest.
 pub const MAX_TCP_CONNECTIONS: usize = 512;
@@ -107,14 +111,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts serving `bound` on a thread of its own.
-    pub fn start(bound: Bound, responder: Arc<Responder>, host: HostHandle) -> io::Result<Server> {
+    /// Starts serving `bound` on a thread of its own, UDP limited by `rate_limit`.
+    pub fn start(
+        bound: Bound,
+        responder: Arc<Responder>,
+        rate_limit: Option<RateLimit>,
+        host: HostHandle,
+    ) -> io::Result<Server> {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
         let (shutdown, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new().name("rgap dns".into()).spawn(move || {
             host.in_scope(|| {
-                runtime.block_on(serve(bound, responder, stopped));
+                runtime.block_on(serve(bound, responder, rate_limit, stopped));
                 // Dropping the runtime cancels the connection tasks still open.
                 drop(runtime);
             })
@@ -140,12 +149,18 @@ impl Drop for Server {
     }
 }
 
-async fn serve(bound: Bound, responder: Arc<Responder>, stopped: oneshot::Receiver<()>) {
+async fn serve(
+    bound: Bound,
+    responder: Arc<Responder>,
+    rate_limit: Option<RateLimit>,
+    stopped: oneshot::Receiver<()>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for socket in bound.udp {
         match UdpSocket::from_std(socket) {
             Ok(socket) => {
-                tasks.spawn(serve_udp(socket, responder.clone()));
+                let limiter = rate_limit.map(RateLimiter::new);
+                tasks.spawn(serve_udp(socket, responder.clone(), limiter));
             }
             Err(error) => tracing::error!("cannot serve UDP: {error}"),
         }
@@ -162,13 +177,26 @@ async fn serve(bound: Bound, responder: Arc<Responder>, stopped: oneshot::Receiv
     tasks.shutdown().await;
 }
 
-/// Answers `packet`, turning a panic in decoding or encoding into no answer rather than a
-/// dead server.
-fn respond(responder: &Responder, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
-    catch_unwind(AssertUnwindSafe(|| responder.respond(packet, transport, out))).unwrap_or(false)
+/// Answers `packet` (truncated, with no records, if `slip`), turning a panic in decoding or
+/// encoding into no answer rather than a dead server.
+fn respond(
+    responder: &Responder,
+    packet: &[u8],
+    transport: Transport,
+    slip: bool,
+    out: &mut Vec<u8>,
+) -> bool {
+    catch_unwind(AssertUnwindSafe(|| responder.respond(packet, transport, slip, out)))
+        .unwrap_or(false)
 }
 
-async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) {
+/// Whether `packet` would get an answer at all: a header with QR clear. Only those count
+/// against a client's rate limit.
+fn is_query(packet: &[u8]) -> bool {
+    packet.len() >= 12 && packet[2] & 0x80 == 0
+}
+
+async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>, mut limiter: Option<RateLimiter>) {
     let fd = socket.as_raw_fd();
     let mut batch = Batch::default();
     loop {
@@ -180,11 +208,28 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) {
                 continue;
             }
         };
+        // One clock reading per batch: the limiter needs milliseconds, not more.
+        let now_ms = limiter.as_ref().map(|limiter| limiter.now_ms(Instant::now()));
         for i in 0..received {
-            if batch.peer_is_answerable(i) {
-                let (query, response) = batch.slot(i);
-                batch.answered[i] = respond(&responder, query, Transport::Udp, response);
+            let Some(peer) = batch.answerable_peer(i) else { continue };
+            let (query, response) = batch.slot(i);
+            let mut slip = false;
+            if let (Some(limiter), Some(now_ms)) = (limiter.as_mut(), now_ms) {
+                if is_query(query) {
+                    match limiter.check(peer, now_ms) {
+                        Verdict::Answer => {}
+                        Verdict::Slip => {
+                            responder.metrics().rate_limited(Limited::Slipped);
+                            slip = true;
+                        }
+                        Verdict::Drop => {
+                            responder.metrics().rate_limited(Limited::Dropped);
+                            continue;
+                        }
+                    }
+                }
             }
+            batch.answered[i] = respond(&responder, query, Transport::Udp, slip, response);
         }
         let mut sent = 0;
         while sent < received {
@@ -249,7 +294,7 @@ async fn serve_connection(mut stream: TcpStream, responder: &Responder) -> io::R
         }
         packet.resize(usize::from(u16::from_be_bytes(length)), 0);
         within(stream.read_exact(&mut packet)).await?;
-        if !respond(responder, &packet, Transport::Tcp, &mut response) {
+        if !respond(responder, &packet, Transport::Tcp, false, &mut response) {
             return Ok(());
         }
         frame.clear();

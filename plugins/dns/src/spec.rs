@@ -1,6 +1,7 @@
-//! `spec:` of a `dns` output, with the Go rgap's keys, and the checks that turn it into a
-//! [`Config`]: the bind address, every mapped name and every fallback address are validated
-//! here, so that a mistake stops rgap at start with the key that holds it.
+//! `spec:` of a `dns` output, with the Go rgap's keys plus `max_answers` and `rate_limit`,
+//! and the checks that turn it into a [`Config`]: the bind address, every mapped name, every
+//! fallback address and the limits are validated here, without side effects, so that a
+//! mistake stops rgap at start (or `rgap validate`) with the key that holds it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -23,7 +24,32 @@ pub struct DnsSpec {
     /// Leave the AA bit clear.
     #[serde(default)]
     non_authoritative: bool,
+    /// At most this many addresses in one answer, over UDP and TCP. Absent: as many as fit.
+    #[serde(default)]
+    max_answers: Option<u64>,
+    /// Response rate limiting per client prefix, over UDP. Absent: no limit.
+    #[serde(default)]
+    rate_limit: Option<RateLimitSpec>,
 }
+
+/// `rate_limit:` as written in YAML.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSpec {
+    responses_per_second: u64,
+    #[serde(default = "default_slip")]
+    slip: u64,
+}
+
+/// BIND's and Knot's default: every second limited answer goes out truncated.
+fn default_slip() -> u64 {
+    2
+}
+
+/// The largest `slip` accepted, as in BIND.
+const MAX_SLIP: u64 = 10;
+/// The largest `responses_per_second` accepted: beyond it the limit would mean nothing.
+const MAX_RESPONSES_PER_SECOND: u64 = 1_000_000;
 
 /// One entry of `mappings`.
 #[derive(Debug, Deserialize)]
@@ -54,6 +80,15 @@ pub struct MappedName {
     pub fallback_v6: Vec<Ipv6Addr>,
 }
 
+/// Response rate limiting, checked: every client prefix (/24 for IPv4, /56 for IPv6) gets
+/// `responses_per_second` UDP responses a second; of the queries over that, every `slip`-th
+/// is answered truncated (0: none) and the others dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub responses_per_second: u32,
+    pub slip: u32,
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -62,21 +97,25 @@ pub struct Config {
     pub names: HashMap<LowerName, MappedName>,
     pub compress: bool,
     pub authoritative: bool,
+    /// Addresses per answer at most (`usize::MAX` when not set).
+    pub max_answers: usize,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Config {
     /// Checks `spec`; every error starts with the key path, e.g.
     /// `spec.mappings.worker.example.com.fallback_addresses[1]: invalid IP address "1.2.3"`.
-    pub fn from_spec(spec: DnsSpec) -> Result<Config, String> {
+    /// Only reads `spec` (and resolves a host name in `bind_address`): `validate` runs it.
+    pub fn from_spec(spec: &DnsSpec) -> Result<Config, String> {
         let bind = parse_bind_address(&spec.bind_address)
             .map_err(|why| format!("spec.bind_address: {why}"))?;
         let mut names: HashMap<LowerName, MappedName> = HashMap::new();
-        for (key, mapping) in spec.mappings.unwrap_or_default() {
+        for (key, mapping) in spec.mappings.iter().flatten() {
             let at = format!("spec.mappings.{key}");
-            let name = parse_name(&key).map_err(|why| format!("{at}: {why}"))?;
+            let name = parse_name(key).map_err(|why| format!("{at}: {why}"))?;
             let mut fallback_v4 = Vec::new();
             let mut fallback_v6 = Vec::new();
-            for (index, text) in mapping.fallback_addresses.unwrap_or_default().iter().enumerate() {
+            for (index, text) in mapping.fallback_addresses.iter().flatten().enumerate() {
                 match text.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                     Ok(IpAddr::V4(v4)) => fallback_v4.push(v4),
                     Ok(IpAddr::V6(v6)) => fallback_v6.push(v6),
@@ -96,8 +135,44 @@ impl Config {
                 ));
             }
         }
-        Ok(Config { bind, names, compress: spec.compress, authoritative: !spec.non_authoritative })
+        let max_answers = match spec.max_answers {
+            None => usize::MAX,
+            Some(0) => {
+                return Err("spec.max_answers: must be at least 1 (leave it out for as many \
+                            answers as fit)"
+                    .to_owned())
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let rate_limit = spec.rate_limit.as_ref().map(check_rate_limit).transpose()?;
+        Ok(Config {
+            bind,
+            names,
+            compress: spec.compress,
+            authoritative: !spec.non_authoritative,
+            max_answers,
+            rate_limit,
+        })
     }
+}
+
+fn check_rate_limit(spec: &RateLimitSpec) -> Result<RateLimit, String> {
+    if !(1..=MAX_RESPONSES_PER_SECOND).contains(&spec.responses_per_second) {
+        return Err(format!(
+            "spec.rate_limit.responses_per_second: {} is not between 1 and \
+             {MAX_RESPONSES_PER_SECOND} (leave rate_limit out for no limit)",
+            spec.responses_per_second
+        ));
+    }
+    if spec.slip > MAX_SLIP {
+        return Err(format!(
+            "spec.rate_limit.slip: {} is not between 0 and {MAX_SLIP} (0 drops every limited \
+             answer, 1 truncates every one, 2 every second one)",
+            spec.slip
+        ));
+    }
+    // Both fit in u32: checked against the bounds above.
+    Ok(RateLimit { responses_per_second: spec.responses_per_second as u32, slip: spec.slip as u32 })
 }
 
 /// `:8253`, `0.0.0.0:53`, `[::1]:53`, `localhost:5353`. A host name binds the first address
@@ -163,7 +238,7 @@ mod tests {
 
     fn spec(yaml: &str) -> Result<Config, String> {
         let spec: DnsSpec = rgap_plugin_api::decode_spec(yaml).map_err(|e| e.to_string())?;
-        Config::from_spec(spec)
+        Config::from_spec(&spec)
     }
 
     #[test]
@@ -175,6 +250,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.bind, BindTarget::Any(8253));
+        assert_eq!(config.max_answers, usize::MAX);
+        assert_eq!(config.rate_limit, None);
         assert!(!config.compress);
         assert!(config.authoritative);
         let com = LowerName::new(&Name::from_ascii("worker.example.com.").unwrap());
@@ -217,5 +294,32 @@ mod tests {
             spec("bind_address: :53\nmappings:\n  a.b:\n    group: 1\n  A.B.:\n    group: 2\n")
                 .unwrap_err();
         assert!(error.contains("the same name"), "{error}");
+    }
+
+    #[test]
+    fn limits() {
+        let config =
+            spec("bind_address: :53\nmax_answers: 8\nrate_limit: {responses_per_second: 20}\n")
+                .unwrap();
+        assert_eq!(config.max_answers, 8);
+        assert_eq!(config.rate_limit, Some(RateLimit { responses_per_second: 20, slip: 2 }));
+        let config =
+            spec("bind_address: :53\nrate_limit: {responses_per_second: 5, slip: 0}\n").unwrap();
+        assert_eq!(config.rate_limit, Some(RateLimit { responses_per_second: 5, slip: 0 }));
+
+        let error = spec("bind_address: :53\nmax_answers: 0\n").unwrap_err();
+        assert!(error.starts_with("spec.max_answers: must be at least 1"), "{error}");
+        let error = spec("bind_address: :53\nmax_answers: -1\n").unwrap_err();
+        assert!(error.starts_with("spec.max_answers: invalid value"), "{error}");
+        let error = spec("bind_address: :53\nrate_limit: {responses_per_second: 0}\n").unwrap_err();
+        assert!(error.starts_with("spec.rate_limit.responses_per_second: 0 is not"), "{error}");
+        let error = spec("bind_address: :53\nrate_limit: {responses_per_second: 5, slip: 11}\n")
+            .unwrap_err();
+        assert!(error.starts_with("spec.rate_limit.slip: 11 is not"), "{error}");
+        let error = spec("bind_address: :53\nrate_limit: {slip: 2}\n").unwrap_err();
+        assert!(error.starts_with("spec.rate_limit: missing field `responses_per_second`"));
+        let error = spec("bind_address: :53\nrate_limit: {responses_per_second: 5, window: 1}\n")
+            .unwrap_err();
+        assert!(error.starts_with("spec.rate_limit.window: unknown field"), "{error}");
     }
 }

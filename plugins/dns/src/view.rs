@@ -12,22 +12,33 @@ use arc_swap::ArcSwap;
 use rgap_plugin_api::GroupSnapshot;
 
 /// The members of one group as last published.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupMembers {
     pub ready: bool,
     /// IPv4 members (IPv4-mapped announcements) with their expiry, Unix µs.
     pub v4: Vec<(Ipv4Addr, i64)>,
     /// IPv6 members with their expiry, Unix µs.
     pub v6: Vec<(Ipv6Addr, i64)>,
+    /// The latest expiry of any member (`i64::MIN` with none), so that a query learns
+    /// whether the group has a live member without looking at each.
+    latest_expiry: i64,
+}
+
+impl Default for GroupMembers {
+    fn default() -> Self {
+        GroupMembers { ready: false, v4: Vec::new(), v6: Vec::new(), latest_expiry: i64::MIN }
+    }
 }
 
 impl GroupMembers {
     fn from_snapshot(group: &GroupSnapshot<'_>) -> Self {
         let mut members = GroupMembers { ready: group.ready, ..Default::default() };
         for member in group.members() {
+            let expires = member.expires_at_unix_us;
+            members.latest_expiry = members.latest_expiry.max(expires);
             match member.ip() {
-                IpAddr::V4(ip) => members.v4.push((ip, member.expires_at_unix_us)),
-                IpAddr::V6(ip) => members.v6.push((ip, member.expires_at_unix_us)),
+                IpAddr::V4(ip) => members.v4.push((ip, expires)),
+                IpAddr::V6(ip) => members.v6.push((ip, expires)),
             }
         }
         members
@@ -36,8 +47,7 @@ impl GroupMembers {
     /// Whether any member is still live at `now_us`: a member past its expiry is not
     /// served even if the listener has not yet reported it gone.
     pub fn has_live_member(&self, now_us: i64) -> bool {
-        self.v4.iter().any(|&(_, expires)| expires > now_us)
-            || self.v6.iter().any(|&(_, expires)| expires > now_us)
+        self.latest_expiry > now_us
     }
 }
 
@@ -145,6 +155,9 @@ mod tests {
         let second = view.load_full();
         assert!(std::ptr::eq(first.group(1).unwrap(), second.group(1).unwrap()));
         assert!(second.group(2).unwrap().v4.is_empty());
+        assert!(!second.group(2).unwrap().has_live_member(0));
+        assert!(second.group(1).unwrap().has_live_member(5), "the IPv6 member lives until 6");
+        assert!(!second.group(1).unwrap().has_live_member(6));
 
         // Nothing changed: the same view stays published.
         publisher.update(&[snapshot(1, 1, &one), snapshot(2, 2, &[])]);

@@ -1,14 +1,14 @@
-//! Writes a [`Reply`] as a DNS message. The records are only A, AAAA and OPT, whose wire
-//! forms are fixed, so they are written directly rather than through hickory's general
-//! encoder: it is the hot path, and this way the question is copied as the client sent it,
-//! answer names are either a pointer to it (`compress: true`) or a copy of it, and
-//! truncation keeps the OPT record.
+//! Writes a [`Reply`] as a DNS message. The records are only A, AAAA, the RFC 8482 HINFO
+//! and OPT, whose wire forms are fixed, so they are written directly rather than through
+//! hickory's general encoder: it is the hot path, and this way the question is copied as
+//! the client sent it, answer names are either a pointer to it (`compress: true`) or a copy
+//! of it, and truncation keeps the OPT record.
 
 use std::net::IpAddr;
 
 use hickory_server::proto::op::Metadata;
 
-use crate::answer::{Answer, Reply};
+use crate::answer::{Answer, Reply, RFC8482_TTL};
 
 /// A record's fixed part after its name: type, class, TTL, RDLENGTH.
 const RECORD_FIXED: usize = 10;
@@ -16,58 +16,76 @@ const RECORD_FIXED: usize = 10;
 const OPT_LENGTH: usize = 1 + RECORD_FIXED;
 /// A pointer to the question name, which always starts right after the 12-byte header.
 const QUESTION_NAME_POINTER: [u8; 2] = [0xC0, 12];
+/// The header's length.
+const HEADER_LENGTH: usize = 12;
+/// HINFO RDATA of RFC 8482: the character-strings "RFC8482" and "".
+const RFC8482_HINFO: [u8; 9] = [7, b'R', b'F', b'C', b'8', b'4', b'8', b'2', 0];
+
+/// The bytes left for answer records in a response of at most `limit` bytes whose
+/// question name is `name_length` bytes long, with an OPT record if `edns`.
+pub fn answer_room(limit: u16, name_length: usize, edns: bool) -> usize {
+    let opt_length = if edns { OPT_LENGTH } else { 0 };
+    usize::from(limit).saturating_sub(HEADER_LENGTH + name_length + 4 + opt_length)
+}
+
+/// The length of `answer` as a record whose owner name takes `owner_length` bytes.
+pub fn record_length(owner_length: usize, answer: &Answer) -> usize {
+    owner_length + RECORD_FIXED + rdata_length(answer)
+}
 
 /// Encodes `reply` into `out` (cleared first). `question` is the question section as the
 /// client sent it (name, type, class) and `name_length` the length of its name; both empty
 /// when the response echoes no question. Answers that do not fit in `reply.limit` are left
-/// out and TC is set; the OPT record always stays.
+/// out and TC is set, as it is when `reply.truncated`; the OPT record always stays. Returns
+/// whether TC was set.
 pub fn encode(
     reply: &Reply,
     question: &[u8],
     name_length: usize,
     compress: bool,
     out: &mut Vec<u8>,
-) {
+) -> bool {
     out.clear();
     let owner: &[u8] = if compress { &QUESTION_NAME_POINTER } else { &question[..name_length] };
     let opt_length = if reply.edns.is_some() { OPT_LENGTH } else { 0 };
     let limit = usize::from(reply.limit);
 
-    // How many answers fit, leaving room for the OPT record.
-    let mut room = limit.saturating_sub(12 + question.len() + opt_length);
+    // How many answers fit, leaving room for the OPT record. The responder picked only
+    // what fits already; this keeps the limit whatever it was given.
+    let mut room = limit.saturating_sub(HEADER_LENGTH + question.len() + opt_length);
     let mut fitting = 0;
     for answer in &reply.answers {
-        let length = owner.len() + RECORD_FIXED + rdata_length(answer);
+        let length = record_length(owner.len(), answer);
         if length > room {
             break;
         }
         room -= length;
         fitting += 1;
     }
-    let truncated = fitting < reply.answers.len();
+    let truncated = reply.truncated || fitting < reply.answers.len();
 
     let mut metadata = reply.metadata;
     metadata.truncation |= truncated;
     let question_count = u16::from(!question.is_empty());
     let additional_count = u16::from(reply.edns.is_some());
+    out.reserve(limit.saturating_sub(room));
     out.extend_from_slice(&header(&metadata, question_count, fitting as u16, additional_count));
     out.extend_from_slice(question);
     for answer in &reply.answers[..fitting] {
         out.extend_from_slice(owner);
-        match answer.ip {
-            IpAddr::V4(ip) => {
-                out.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-                out.extend_from_slice(&answer.ttl.to_be_bytes());
-                out.extend_from_slice(&[0, 4]);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.extend_from_slice(&[0, 28, 0, 1]); // AAAA, IN
-                out.extend_from_slice(&answer.ttl.to_be_bytes());
-                out.extend_from_slice(&[0, 16]);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
+        // The rest of the record built whole, then copied once.
+        let mut record = [0u8; RECORD_FIXED + 16];
+        let (record_type, ttl, rdata): (u16, u32, &[u8]) = match answer {
+            Answer::Address { ip: IpAddr::V4(ip), ttl } => (1, *ttl, &ip.octets()),
+            Answer::Address { ip: IpAddr::V6(ip), ttl } => (28, *ttl, &ip.octets()),
+            Answer::Rfc8482 => (13, RFC8482_TTL, &RFC8482_HINFO),
+        };
+        record[0..2].copy_from_slice(&record_type.to_be_bytes());
+        record[2..4].copy_from_slice(&1u16.to_be_bytes()); // class IN
+        record[4..8].copy_from_slice(&ttl.to_be_bytes());
+        record[8..10].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+        record[RECORD_FIXED..RECORD_FIXED + rdata.len()].copy_from_slice(rdata);
+        out.extend_from_slice(&record[..RECORD_FIXED + rdata.len()]);
     }
     if let Some(edns) = &reply.edns {
         let rcode_high = (u16::from(metadata.response_code) >> 4) as u8;
@@ -78,12 +96,14 @@ pub fn encode(
         out.extend_from_slice(&[if edns.dnssec_ok { 0x80 } else { 0 }, 0]); // DO, Z
         out.extend_from_slice(&[0, 0]); // no options
     }
+    truncated
 }
 
 fn rdata_length(answer: &Answer) -> usize {
-    match answer.ip {
-        IpAddr::V4(_) => 4,
-        IpAddr::V6(_) => 16,
+    match answer {
+        Answer::Address { ip: IpAddr::V4(_), .. } => 4,
+        Answer::Address { ip: IpAddr::V6(_), .. } => 16,
+        Answer::Rfc8482 => RFC8482_HINFO.len(),
     }
 }
 
