@@ -494,3 +494,44 @@ fn plugin_metrics_appear_under_their_kind_and_follow_what_the_plugins_did() {
     assert!(exposition.contains("# TYPE rgap_plugin_testkit_members gauge"), "{exposition}");
     assert!(listener.terminate().success());
 }
+
+/// Asks the dns output at `server` for `name` A over UDP (hickory's message, a real query).
+fn dns_query(server: SocketAddr, name: &str) -> hickory_proto::op::Message {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    socket.send_to(&message.to_vec().unwrap(), server).unwrap();
+    let mut buffer = [0u8; 4096];
+    let length = socket.recv(&mut buffer).expect("a DNS answer");
+    Message::from_vec(&buffer[..length]).expect("a well-formed answer")
+}
+
+#[test]
+fn a_dns_query_moves_the_dns_plugins_query_counter() {
+    let (port, http_port) = (free_udp_port(), free_tcp_port());
+    let dns_port = free_port();
+    let outputs = format!(
+        "- kind: dns\n  spec:\n    bind_address: 127.0.0.1:{dns_port}\n    mappings:\n      web.example.com.: {{group: 1000}}\n"
+    );
+    let listener = start_listener(&config_with_http(port, http_port, "  expire: 30s\n", &outputs));
+    send_to(local(port), &announcement(1000, "10.0.0.1", PSK));
+    let server = local(dns_port);
+    let noerror = r#"rgap_plugin_dns_queries_total{output="dns#0",rcode="NOERROR"}"#;
+    let nxdomain = r#"rgap_plugin_dns_queries_total{output="dns#0",rcode="NXDOMAIN"}"#;
+    let before = metrics(http_port);
+    let base = |series: &str| before.get(series).copied().unwrap_or(0.0);
+    let (noerror_before, nxdomain_before) = (base(noerror), base(nxdomain));
+    // Wait until the member is served, then count exactly what we ask from here on.
+    assert!(eventually(|| !dns_query(server, "web.example.com.").answers.is_empty()));
+    let after_wait = metrics(http_port).get(noerror).copied().unwrap_or(0.0);
+    assert!(after_wait > noerror_before, "{after_wait} <= {noerror_before}");
+    for _ in 0..3 {
+        dns_query(server, "web.example.com.");
+    }
+    dns_query(server, "nobody.example.com.");
+    wait_for_metrics(http_port, &[(noerror, after_wait + 3.0), (nxdomain, nxdomain_before + 1.0)]);
+    assert!(listener.terminate().success());
+}
