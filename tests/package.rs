@@ -46,18 +46,27 @@ fn run(program: &str, args: &[&str]) -> Output {
     finish_any(command)
 }
 
-fn finish_any(mut command: Command) -> Output {
+/// Runs `command` to completion, reading its output as it comes (a full pipe must not stall
+/// it); panics if it has not finished within `limit`, a guard against a hang only.
+fn finish_within(mut command: Command, limit: Duration) -> Output {
     let program = format!("{:?}", command.get_program());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let deadline = std::time::Instant::now() + WAIT * 20;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("{program} did not exit in time");
+    let child = command.spawn().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let pid = child.id() as i32;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {program}: {e}")),
+        Err(_) => {
+            common::signal(pid, libc::SIGKILL);
+            panic!("{program} did not exit within {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().unwrap()
+}
+
+fn finish_any(command: Command) -> Output {
+    finish_within(command, WAIT * 20)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -387,7 +396,10 @@ fn debian_package_installs_runs_and_purges_cleanly() {
     let mut findings = Findings::default();
 
     // Build.
-    let build = run(&format!("{REPO}/packaging/build-deb.sh"), &[]);
+    // A release build of the whole workspace: slow on a busy machine, so a generous guard.
+    let mut build = Command::new(format!("{REPO}/packaging/build-deb.sh"));
+    build.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let build = finish_within(build, Duration::from_secs(60 * 60));
     assert!(build.status.success(), "build-deb.sh failed:\n{}", text(&build.stderr));
     let deb = PathBuf::from(format!(
         "{REPO}/target/debian/rgap_{}_{}.deb",
