@@ -6,6 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -94,7 +95,9 @@ fn readiness_delay_holds_the_file_back() {
     let port = common::free_udp_port();
     let listener = start_listener(&config(
         port,
-        "  expire: 30s\n  readiness_delay: 3s\n",
+        // Long enough that a loaded machine does not reach it between the "not writing"
+        // line and the check that no file exists.
+        "  expire: 30s\n  readiness_delay: 8s\n",
         "- kind: hostsfile\n  spec:\n    interval: 1m\n    filename: hosts\n    mappings:\n    \
          - group: 1000\n      hostname: worker\n      fallback_addresses: [1.2.3.4]\n",
     ));
@@ -224,24 +227,56 @@ fn an_unwritable_directory_is_a_start_error_naming_it() {
     assert!(error.contains("/rgap.yaml/hosts: cannot create a file in /"), "{error}");
     assert!(error.contains("Not a directory"), "{error}");
 
-    // Permissions do not stop root, so this part only runs as another user.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        use std::os::unix::fs::PermissionsExt;
-        let locked = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-        let file = locked.path().join("hosts");
-        let error = listener_start_error(&config(
-            port,
-            "  expire: 15s\n",
-            &hostsfile_output(&file.display().to_string()),
-        ));
-        assert!(
-            error.contains(&format!("cannot create a file in {}", locked.path().display())),
-            "{error}"
-        );
-        assert!(error.contains("Permission denied"), "{error}");
-    }
+    // A directory the listener's user may not write to. Permissions do not stop root, so as
+    // root the listener runs as `nobody` (uid 65534) for this part, and the directory stays
+    // root's; as another user the directory is made read-only. Either way the branch runs.
+    use std::os::unix::fs::PermissionsExt;
+    let locked = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let file = locked.path().join("hosts");
+    let config = config(port, "  expire: 15s\n", &hostsfile_output(&file.display().to_string()));
+    let error = if nix::unistd::geteuid().is_root() {
+        start_error_as_nobody(&config)
+    } else {
+        listener_start_error(&config)
+    };
+    assert!(
+        error.contains(&format!("cannot create a file in {}", locked.path().display())),
+        "{error}"
+    );
+    assert!(error.contains("Permission denied"), "{error}");
+}
+
+/// Runs `rgap listener` on `config` as the unprivileged user 65534 (`nobody`), from a
+/// directory that user owns, expecting it to fail at start; returns its stderr.
+fn start_error_as_nobody(config: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    common::plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rgap.yaml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut command = Command::new(common::rgap_binary());
+    command
+        .arg("listener")
+        .arg("-c")
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .env_remove("RGAP_PLUGIN_PATH")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = common::finish(command);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "rgap should have failed:\n{stderr}");
+    stderr
 }
 
 #[test]
@@ -380,5 +415,98 @@ fn stale_temporary_files_are_removed_at_start_and_nothing_beside_them() {
     // The spec's mode applies to a file that did not exist.
     assert!(eventually(|| read(&hosts) == FALLBACK), "{:?}", read(&hosts));
     assert_eq!(mode_of(&hosts), 0o600);
+    assert!(listener.terminate().success());
+}
+
+/// A hostsfile output writing `file` with group 1000's fallback address, checking the file
+/// every 200 ms (so recovery does not wait for a change).
+fn quick_output(file: &Path) -> String {
+    format!(
+        "- kind: hostsfile\n  spec:\n    interval: 200ms\n    filename: {}\n    mappings:\n    \
+         - group: 1000\n      hostname: worker\n      fallback_addresses: [1.2.3.4]\n",
+        file.display()
+    )
+}
+
+#[test]
+fn the_hosts_directory_removed_while_running_is_reported_and_the_file_written_once_it_is_back() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("etc");
+    std::fs::create_dir(&dir).unwrap();
+    let hosts = dir.join("hosts");
+    let port = common::free_udp_port();
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listener = start_listener(&config(port, "  expire: 60s\n", &quick_output(&hosts)));
+    assert!(eventually(|| read(&hosts) == FALLBACK), "{:?}", read(&hosts));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    announce(to, 1000, &["10.0.0.1"]);
+    let warning = listener.wait_for_log(&format!("cannot update {}", hosts.display()));
+    assert!(warning.contains("No such file or directory"), "{warning}");
+    // Still running, and still failing while the directory is missing.
+    listener.wait_for_log_count(&format!("cannot update {}", hosts.display()), 2);
+    assert!(!dir.exists());
+
+    std::fs::create_dir(&dir).unwrap();
+    assert!(eventually(|| read(&hosts) == "10.0.0.1 worker\n"), "{:?}", read(&hosts));
+    listener.wait_for_log(&format!("wrote {} again", hosts.display()));
+    assert!(listener.terminate().success());
+}
+
+/// Makes a directory unwritable for whoever runs the listener, root included, until dropped:
+/// immutable (`chattr +i`) as root, mode 0555 as another user.
+struct Unwritable<'a>(&'a Path);
+
+impl<'a> Unwritable<'a> {
+    fn make(dir: &'a Path) -> Unwritable<'a> {
+        use std::os::unix::fs::PermissionsExt;
+        if nix::unistd::geteuid().is_root() {
+            let status =
+                Command::new("chattr").arg("+i").arg(dir).status().expect("running chattr");
+            assert!(status.success(), "chattr +i {} (needs ext4 or alike)", dir.display());
+        } else {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        Unwritable(dir)
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if nix::unistd::geteuid().is_root() {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        } else {
+            let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+#[test]
+fn a_hosts_directory_made_read_only_keeps_the_old_file_whole_until_writable_again() {
+    // In the target directory: on the build's filesystem, which takes `chattr +i` (a tmpfs
+    // /tmp may not).
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = base.path().join("etc");
+    std::fs::create_dir(&dir).unwrap();
+    let hosts = dir.join("hosts");
+    let port = common::free_udp_port();
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listener = start_listener(&config(port, "  expire: 60s\n", &quick_output(&hosts)));
+    assert!(eventually(|| read(&hosts) == FALLBACK), "{:?}", read(&hosts));
+
+    let locked = Unwritable::make(&dir);
+    announce(to, 1000, &["10.0.0.1"]);
+    let warning = listener.wait_for_log(&format!("cannot update {}", hosts.display()));
+    assert!(warning.contains(&format!("cannot create a file in {}", dir.display())), "{warning}");
+    listener.wait_for_log_count(&format!("cannot update {}", hosts.display()), 2);
+    assert_eq!(read(&hosts), FALLBACK, "the old file must stay whole");
+
+    drop(locked);
+    assert!(eventually(|| read(&hosts) == "10.0.0.1 worker\n"), "{:?}", read(&hosts));
+    listener.wait_for_log(&format!("wrote {} again", hosts.display()));
+    // No temporary file left behind by the failed attempts.
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("hosts")]);
     assert!(listener.terminate().success());
 }

@@ -1,10 +1,15 @@
-//! Micro-benchmark of the per-datagram crypto: verify (clone of the pre-keyed HMAC + update +
-//! constant-time compare) and sign (key + update + finalize). A plain timing loop keeps the
-//! dependency list short; run with `cargo bench -p rgap-core --bench protocol`.
+//! Micro-benchmark of the per-datagram work: verify (clone of the pre-keyed HMAC + update +
+//! constant-time compare), sign (key + update + finalize), and the listener's own
+//! `Checker::check` (every check a source runs) on a valid datagram, a forged one and one of
+//! an unknown group. A plain timing loop keeps the dependency list short; run with
+//! `cargo bench -p rgap-core --bench protocol`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use rgap_core::config::GroupConfig;
+use rgap_core::duration::GoDuration;
+use rgap_core::listener::Checker;
 use rgap_core::protocol::{encode_signed, peek_group, Announcement, RawAnnouncement, Verifier};
 use rgap_core::psk::Psk;
 
@@ -39,6 +44,20 @@ fn main() {
     let verifier = Verifier::new(&psk);
     let mut forged = packet;
     forged[65] ^= 1;
+    // As the listener is configured: a few groups, the announcement's among them; checked
+    // "now", at the announcement's own timestamp.
+    let now = announcement.timestamp_unix_us;
+    let groups: Vec<GroupConfig> = [1000, 2000, 3000, 4000]
+        .into_iter()
+        .map(|id| GroupConfig {
+            id,
+            psk: psk.clone().into(),
+            expire: GoDuration(Duration::from_secs(15)),
+            ..GroupConfig::default()
+        })
+        .collect();
+    let checker = Checker::new(&groups);
+    let unknown = encode_signed(&Announcement { group: 4242, ..announcement }, &psk);
 
     let results = [
         (
@@ -58,6 +77,24 @@ fn main() {
             "verify, bad signature",
             time_per_call(|| {
                 black_box(verifier.verify_and_decode(black_box(&forged)).unwrap_err());
+            }),
+        ),
+        (
+            "Checker::check, valid",
+            time_per_call(|| {
+                black_box(checker.check(black_box(&packet), now).unwrap());
+            }),
+        ),
+        (
+            "Checker::check, bad signature",
+            time_per_call(|| {
+                black_box(checker.check(black_box(&forged), now).unwrap_err());
+            }),
+        ),
+        (
+            "Checker::check, unknown group (dropped)",
+            time_per_call(|| {
+                black_box(checker.check(black_box(&unknown), now).unwrap_err());
             }),
         ),
         (

@@ -241,7 +241,14 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            (key, error.into_inner().to_string())
+            let message = error.into_inner().to_string();
+            // serde_yaml starts the message of an error inside a value with that value's path
+            // too; the caller puts the key in front of the message, so it is said once.
+            let message = match message.strip_prefix(&key).and_then(|m| m.strip_prefix(": ")) {
+                Some(rest) if !key.is_empty() => rest.to_string(),
+                _ => message,
+            };
+            (key, message)
         })?;
         config.validate()?;
         Ok(config)
@@ -328,6 +335,21 @@ mod tests {
         assert_eq!(key, "groups[0].expire");
         assert!(message.contains("15 parsecs"), "{message}");
         assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn errors_inside_a_value_do_not_repeat_the_key_in_the_message() {
+        let text = "listen:\n- 127.0.0.1:1\ngroups:\n- id: 1\n  psk: zz\n  expire: 1s\n";
+        for (text, key) in [
+            (text.to_string(), "groups[0].psk"),
+            (config_with_group("  expire: 15 parsecs\n"), "groups[0].expire"),
+            (text.replace("127.0.0.1:1", "127.0.0.1"), "listen[0]"),
+        ] {
+            let (got_key, message) = error_of(&text);
+            assert_eq!(got_key, key);
+            assert!(!message.contains(key), "{key} repeated in {message:?}");
+            assert!(message.contains("line"), "{message}");
+        }
     }
 
     #[test]

@@ -205,4 +205,73 @@ mod tests {
         let datagram = encode_signed(&fields("0.0.0.0"), &psk(2));
         assert_eq!(checker.check(&datagram, NOW), Err(DropReason::BadSignature));
     }
+
+    /// Group 7 with key 1, `expire` and `clock_skew` in seconds.
+    fn timed(expire_s: u64, clock_skew_s: u64) -> GroupConfig {
+        GroupConfig {
+            expire: GoDuration(Duration::from_secs(expire_s)),
+            clock_skew: GoDuration(Duration::from_secs(clock_skew_s)),
+            ..group(&[1], &[])
+        }
+    }
+
+    /// The checker's verdict on an announcement and a leave stamped `offset_us` from now.
+    fn verdicts(checker: &Checker, offset_us: i64) -> [Result<Accepted, DropReason>; 2] {
+        let fields = Announcement { timestamp_unix_us: NOW + offset_us, ..fields("10.0.0.1") };
+        [
+            checker.check(&encode_signed(&fields, &psk(1)), NOW),
+            checker.check(&encode_signed_leave(&fields, &psk(1)), NOW),
+        ]
+    }
+
+    /// Accepted exactly at `±skew_us`, refused 1 µs beyond, either side of now.
+    fn assert_skew_edge(checker: &Checker, skew_us: i64, expire_us: i64) {
+        for offset in [-skew_us, skew_us, 0] {
+            for verdict in verdicts(checker, offset) {
+                let accepted = verdict.unwrap_or_else(|e| panic!("offset {offset} µs: {e:?}"));
+                assert_eq!(accepted.expires_at_us, NOW + offset + expire_us);
+            }
+        }
+        for offset in [-skew_us - 1, skew_us + 1] {
+            for verdict in verdicts(checker, offset) {
+                assert_eq!(verdict, Err(DropReason::ClockSkew), "offset {offset} µs");
+            }
+        }
+    }
+
+    #[test]
+    fn a_timestamp_exactly_at_the_clock_skew_passes_and_one_microsecond_past_fails() {
+        assert_skew_edge(&Checker::new(&[timed(15, 5)]), 5_000_000, 15_000_000);
+    }
+
+    #[test]
+    fn a_clock_skew_below_expire_is_honoured_not_widened_to_expire() {
+        let checker = Checker::new(&[timed(15, 5)]);
+        // Well within `expire` but past `clock_skew`, either way.
+        for offset in [-10_000_000, 10_000_000, -14_999_999] {
+            for verdict in verdicts(&checker, offset) {
+                assert_eq!(verdict, Err(DropReason::ClockSkew), "offset {offset} µs");
+            }
+        }
+    }
+
+    #[test]
+    fn a_clock_skew_of_zero_or_above_expire_means_expire() {
+        for clock_skew_s in [0, 16, 3600] {
+            assert_skew_edge(&Checker::new(&[timed(15, clock_skew_s)]), 15_000_000, 15_000_000);
+        }
+    }
+
+    #[test]
+    fn each_group_is_checked_with_its_own_clock_skew_and_expire() {
+        let wide = GroupConfig { id: 8, ..timed(60, 30) };
+        let checker = Checker::new(&[wide, timed(15, 5)]);
+        let fields =
+            Announcement { group: 8, timestamp_unix_us: NOW - 20_000_000, ..fields("10.0.0.1") };
+        let accepted = checker.check(&encode_signed(&fields, &psk(1)), NOW).unwrap();
+        assert_eq!((accepted.group_index, accepted.expires_at_us), (0, NOW + 40_000_000));
+        let narrow = Announcement { group: 7, ..fields };
+        let verdict = checker.check(&encode_signed(&narrow, &psk(1)), NOW);
+        assert_eq!(verdict, Err(DropReason::ClockSkew));
+    }
 }

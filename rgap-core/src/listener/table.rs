@@ -345,6 +345,12 @@ impl GroupTable {
         if group.removed {
             return;
         }
+        // Already expired when it reaches the table (stamped right at a clock_skew equal to
+        // expire, or delayed on its way here): it would join and leave in the same breath.
+        if announcement.kind == Kind::Announce && announcement.expires_at_us <= now_wall_us {
+            self.rejected.drop(DropReason::Stale);
+            return;
+        }
         let counters = &self.counters[announcement.group_index as usize];
         counters.count_accepted();
         let remaining_us = announcement.expires_at_us.saturating_sub(now_wall_us).max(0);

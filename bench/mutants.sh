@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Mutation testing of the hot, security-relevant core (not run in CI: it takes hours on a
+# small machine). cargo-mutants changes one thing at a time in these files (a comparison, a
+# returned value, a deleted statement) and runs rgap-core's own tests (unit, property and
+# boundary tests) against each change; a change that no test notices is a "missed" mutant.
+# Every missed mutant should be killed by a new test, or be shown to be equivalent (the
+# change cannot alter behaviour) in the notes of the change that adds this run's results.
+#
+# Usage: bench/mutants.sh [extra cargo-mutants arguments, e.g. --iterate or -F REGEX]
+# Needs: cargo install --locked cargo-mutants
+# Results: target/mutants/mutants.out/{caught,missed,timeout,unviable}.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo mutants --version >/dev/null 2>&1; then
+    echo "bench/mutants.sh: cargo-mutants is not installed (cargo install --locked cargo-mutants)" >&2
+    exit 1
+fi
+mkdir -p target/mutants
+# -j 1: one build at a time; the baseline's test time sets each mutant's timeout (at least
+# 120 s, so a loaded machine does not turn slow tests into "timeouts").
+exec cargo mutants -p rgap-core \
+    --file rgap-core/src/protocol.rs \
+    --file rgap-core/src/listener/check.rs \
+    --file rgap-core/src/listener/table.rs \
+    -j "${MUTANTS_JOBS:-1}" --build-timeout 1500 --minimum-test-timeout 120 \
+    -o target/mutants "$@"
