@@ -462,20 +462,67 @@ fn a_full_group_drops_new_addresses_with_one_warning_and_refreshes_its_members()
     assert_totals(&totals(&log), &["accepted=4", "group_full=5", "stale=0"]);
 }
 
-#[test]
-fn no_other_socket_can_bind_the_listeners_unicast_address() {
+/// Tries to bind 127.0.0.1:`port` with SO_REUSEADDR and SO_REUSEPORT (the two ways to share
+/// a port) in a forked child, as user `uid` if given; returns the child's errno (0: bound).
+fn bind_both_ways_in_child(port: u16, uid: Option<u32>) -> i32 {
     use nix::sys::socket::{
         bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
     };
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, setgid, setuid, ForkResult, Gid, Uid};
+    // SAFETY: the child makes system calls only (no allocation, no locks) and leaves with
+    // _exit, so nothing another thread of the test held at fork time is touched.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = (|| {
+                if let Some(uid) = uid {
+                    // The socket's owner is whoever creates it: drop to `uid` first.
+                    setgid(Gid::from_raw(uid)).map_err(|_| 101)?;
+                    setuid(Uid::from_raw(uid)).map_err(|_| 102)?;
+                    if nix::unistd::geteuid().as_raw() != uid {
+                        return Err(103);
+                    }
+                }
+                let fd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None)
+                    .map_err(|e| e as i32)?;
+                setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| e as i32)?;
+                setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| e as i32)?;
+                let address = SockaddrIn::new(127, 0, 0, 1, port);
+                bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address).map_err(|e| e as i32)
+            })();
+            // SAFETY: ends the forked child without running the parent's destructors.
+            unsafe { nix::libc::_exit(code.err().unwrap_or(0)) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).expect("waitpid") {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("the intruder child ended with {other:?}"),
+        },
+    }
+}
+
+#[test]
+fn no_other_user_can_bind_the_listeners_unicast_address() {
+    // The listener's sockets carry SO_REUSEPORT (its workers share the address), which the
+    // kernel honours only among sockets of the same effective user, and never SO_REUSEADDR,
+    // which would let anyone share a unicast port. So the intruder must be another user.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the intruder as another user (nobody)");
+        return;
+    }
     let port = free_udp_port();
-    let listener = start_listener(&trust_config(port, &keyed("  expire: 10m\n")));
-    let fd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None).unwrap();
-    // Both ways another process could try to share the port.
-    setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
-    setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
-    let address = SockaddrIn::new(127, 0, 0, 1, port);
-    let result = bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address);
-    assert_eq!(result, Err(nix::errno::Errno::EADDRINUSE), "a second socket bound the port");
+    let listener =
+        start_listener(&format!("workers: 2\n{}", trust_config(port, &keyed("  expire: 10m\n"))));
+    const NOBODY: u32 = 65534;
+    let errno = bind_both_ways_in_child(port, Some(NOBODY));
+    assert!(errno < 100, "the child could not become uid {NOBODY} (step {errno})");
+    assert_eq!(
+        nix::errno::Errno::from_raw(errno),
+        nix::errno::Errno::EADDRINUSE,
+        "another user bound the listener's port"
+    );
+    // What the security model says, shown: the same user (root here) can join the group,
+    // which is why that user must be trusted with rgap as with its keys.
+    assert_eq!(bind_both_ways_in_child(port, None), 0, "the kernel's same-user rule changed?");
     // And the listener still gets its announcements.
     sync_with(&listener, port);
 }

@@ -38,7 +38,17 @@ pub struct Config {
     /// it nothing listens.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Sockets (each read by a thread of its own) per unicast `listen` address, sharing it
+    /// with `SO_REUSEPORT`; absent means one per core, at most [`MAX_DEFAULT_WORKERS`].
+    #[serde(default)]
+    pub workers: Option<u32>,
 }
+
+/// Unicast sockets per `listen` address when `workers` is not given: one per core, at most
+/// this many (past a few, the group table, one thread, is the limit).
+pub const MAX_DEFAULT_WORKERS: usize = 4;
+/// The most `workers` accepted.
+pub const MAX_WORKERS: u32 = 64;
 
 /// `http:`: where the monitoring endpoint listens.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -274,6 +284,14 @@ impl Config {
             }
             group.validate_keys_and_limits(index)?;
         }
+        if let Some(workers) = self.workers {
+            if !(1..=MAX_WORKERS).contains(&workers) {
+                return Err((
+                    "workers".into(),
+                    format!("must be between 1 and {MAX_WORKERS} (got {workers})"),
+                ));
+            }
+        }
         for (index, output) in self.outputs.iter().enumerate() {
             if !is_valid_kind(&output.kind) {
                 return Err((
@@ -283,6 +301,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Sockets per unicast `listen` address: `workers`, or one per core up to
+    /// [`MAX_DEFAULT_WORKERS`].
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            Some(workers) => workers as usize,
+            None => std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get())
+                .min(MAX_DEFAULT_WORKERS),
+        }
     }
 
     /// The outputs as the plugin host takes them, each spec as YAML text.
@@ -528,5 +557,18 @@ mod tests {
             error_of(&config_with_group("  expire: 1s\n  max_members: 0\n")).0,
             "groups[0].max_members"
         );
+    }
+
+    #[test]
+    fn workers_defaults_to_the_cores_up_to_a_cap_and_is_checked() {
+        let text = config_with_group("  expire: 1s\n");
+        let workers = Config::parse(&text).unwrap().workers();
+        assert!((1..=MAX_DEFAULT_WORKERS).contains(&workers), "{workers}");
+        let given = format!("workers: 3\n{text}");
+        assert_eq!(Config::parse(&given).unwrap().workers(), 3);
+        for bad in ["0", "65", "-1", "many"] {
+            let (key, message) = error_of(&format!("workers: {bad}\n{text}"));
+            assert_eq!(key, "workers", "{bad}: {message}");
+        }
     }
 }

@@ -90,6 +90,11 @@ impl BenchListener {
         }
     }
 
+    /// Whether some log line so far contains `needle`.
+    pub fn has_log(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|line| line.contains(needle))
+    }
+
     /// CPU time used so far (user + system, all threads): the sum of the threads' run times
     /// from `/proc/<pid>/task/*/schedstat` (nanoseconds; rgap's threads live until it
     /// stops), or the process's from `/proc/<pid>/stat` (10 ms ticks) where schedstat is

@@ -7,13 +7,17 @@
 //! * `propagation`: time from an announcement to its address in a DNS answer and in the
 //!   hosts file, p50 and p99.
 //! * `metrics`: how long `/metrics` takes to answer with many groups.
+//! * `flood`: valid announcements beside an unpaced flood of forged ones; how many get in.
+//! * `million`: a million members in one or many groups; memory, and the cost of one change.
 //!
 //! Build first: `cargo build --release --workspace`, then run
 //! `target/release/rgap-bench <scenario> --help`. Traffic goes to loopback only, and every
 //! load loop is bounded by the counts given.
 
 mod blaster;
+mod flood;
 mod listener;
+mod million;
 mod scenarios;
 mod scrape;
 
@@ -36,6 +40,10 @@ enum Scenario {
     Propagation(scenarios::PropagationArgs),
     /// Time to answer /metrics with many groups, p50/p99/max
     Metrics(scenarios::MetricsArgs),
+    /// Valid announcements at a rate beside an unpaced flood of forged ones
+    Flood(flood::FloodArgs),
+    /// A million members: time and CPU to load, RSS, CPU of one later join or leave
+    Million(million::MillionArgs),
 }
 
 fn main() {
@@ -44,5 +52,7 @@ fn main() {
         Scenario::Scale(args) => scenarios::scale(&args),
         Scenario::Propagation(args) => scenarios::propagation(&args),
         Scenario::Metrics(args) => scenarios::metrics(&args),
+        Scenario::Flood(args) => flood::flood(&args),
+        Scenario::Million(args) => million::million(&args),
     }
 }

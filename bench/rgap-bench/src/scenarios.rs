@@ -13,8 +13,9 @@ use crate::blaster::blast;
 use crate::listener::{count_lines, pin, total, BenchListener};
 use crate::scrape::{self, Scraper};
 
-const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
-const OTHER_PSK: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+pub(crate) const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
+pub(crate) const OTHER_PSK: &str =
+    "1111111111111111111111111111111111111111111111111111111111111111";
 
 #[derive(clap::Args)]
 pub struct IngestArgs {
@@ -78,19 +79,19 @@ pub struct PropagationArgs {
     samples: usize,
 }
 
-fn port() -> u16 {
+pub(crate) fn port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn member_ip(index: usize, base: u8) -> Ipv4Addr {
+pub(crate) fn member_ip(index: usize, base: u8) -> Ipv4Addr {
     Ipv4Addr::new(base, (index >> 16) as u8, (index >> 8) as u8, index as u8)
 }
 
-fn signed(group: u64, ip: Ipv4Addr, psk: &str) -> Vec<u8> {
+pub(crate) fn signed(group: u64, ip: Ipv4Addr, psk: &str) -> Vec<u8> {
     signed_at(group, ip, psk, unix_micros(SystemTime::now()))
 }
 
-fn signed_at(group: u64, ip: Ipv4Addr, psk: &str, timestamp_unix_us: i64) -> Vec<u8> {
+pub(crate) fn signed_at(group: u64, ip: Ipv4Addr, psk: &str, timestamp_unix_us: i64) -> Vec<u8> {
     let psk = Psk::from_hex(psk).unwrap();
     let announcement = Announcement { group, timestamp_unix_us, address: IpAddr::V4(ip) };
     encode_signed(&announcement, &psk).to_vec()
@@ -106,11 +107,11 @@ fn junk(index: usize) -> Vec<u8> {
     }
 }
 
-fn group_yaml(ids: impl Iterator<Item = u64>) -> String {
+pub(crate) fn group_yaml(ids: impl Iterator<Item = u64>) -> String {
     ids.map(|id| format!("- id: {id}\n  psk: {PSK}\n  expire: 120s\n  clock_skew: 60s\n")).collect()
 }
 
-fn per(duration: Duration, count: u64) -> String {
+pub(crate) fn per(duration: Duration, count: u64) -> String {
     if count == 0 {
         return "n/a".into();
     }
@@ -118,7 +119,7 @@ fn per(duration: Duration, count: u64) -> String {
 }
 
 /// Waits until `probe` stops changing for `quiet` (or reaches `target`), up to `limit`.
-fn settle(
+pub(crate) fn settle(
     mut probe: impl FnMut() -> usize,
     target: usize,
     quiet: Duration,
@@ -374,7 +375,7 @@ pub fn scale(args: &ScaleArgs) {
 /// A listener on `port` with groups 1..=`groups`, each mapped in the hostsfile output (as
 /// `<prefix><id>`) and the dns output on `dns_port` (as `<prefix><id>.bench.example`), then
 /// `more_outputs` (YAML list items).
-fn hosts_and_dns_config(
+pub(crate) fn hosts_and_dns_config(
     port: u16,
     dns_port: u16,
     groups: u64,
@@ -396,7 +397,7 @@ fn hosts_and_dns_config(
     )
 }
 
-fn port_for_dns() -> u16 {
+pub(crate) fn port_for_dns() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();

@@ -104,11 +104,29 @@ pub fn run(config_path: &Path) -> Result<(), ListenerError> {
     Ok(())
 }
 
-/// One running source: a listen address, its thread, and the flag that stops it.
+/// One running source: a listen address, its threads (one per socket: several for a
+/// unicast address, see `workers`), and the flag that stops them all.
 struct RunningSource {
     spec: AddrSpec,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningSource {
+    /// Stops its threads (they see `stop` within a read timeout) and waits for them.
+    fn stop_and_join(sources: Vec<RunningSource>) -> Vec<AddrSpec> {
+        for source in &sources {
+            source.stop.store(true, Ordering::Relaxed);
+        }
+        let mut stopped = Vec::with_capacity(sources.len());
+        for source in sources {
+            for thread in source.threads {
+                let _ = thread.join();
+            }
+            stopped.push(source.spec);
+        }
+        stopped
+    }
 }
 
 /// A started listener: sources, table and outputs running.
@@ -201,8 +219,9 @@ impl Listener {
         let outputs = Arc::new(outputs);
 
         let mut sockets = Vec::with_capacity(config.listen.len());
+        let workers = config.workers();
         for (index, spec) in config.listen.iter().enumerate() {
-            match source::open(spec) {
+            match source::open(spec, workers, false) {
                 Ok(socket) => sockets.push((spec.clone(), socket)),
                 Err(error) => {
                     outputs.shutdown(OUTPUT_STOP_GRACE);
@@ -262,8 +281,8 @@ impl Listener {
             heartbeat: None,
             config,
         };
-        for (spec, socket) in sockets {
-            if let Err(error) = listener.start_source(spec, socket) {
+        for (spec, sockets) in sockets {
+            if let Err(error) = listener.start_source(spec, sockets) {
                 listener.shutdown();
                 return Err(error);
             }
@@ -289,29 +308,43 @@ impl Listener {
         Ok(listener)
     }
 
-    /// Starts the thread reading `socket` for `spec`.
+    /// Starts a thread reading each of `sockets` (all bound for `spec`), each with its own
+    /// batches into the table.
     fn start_source(
         &mut self,
         spec: AddrSpec,
-        socket: std::net::UdpSocket,
+        sockets: Vec<std::net::UdpSocket>,
     ) -> Result<(), ListenerError> {
         let name = spec.to_string();
-        let Some(table) = self.table_input.clone() else {
-            return Err(ListenerError::Setup("the listener is stopping".into()));
-        };
         let stop = Arc::new(AtomicBool::new(false));
-        tracing::info!("listening on {name}");
-        let source = source::Source {
-            name: name.clone(),
-            socket,
-            checker: self.checker.clone(),
-            stats: self.stats.clone(),
-            table,
-            spares: self.spares.clone(),
-            stop: stop.clone(),
-        };
-        let thread = spawn(&format!("source {name}"), move || source.run())?;
-        self.sources.push(RunningSource { spec, stop, thread });
+        match sockets.len() {
+            1 => tracing::info!("listening on {name}"),
+            workers => tracing::info!("listening on {name} ({workers} workers)"),
+        }
+        let mut running = RunningSource { spec, stop: stop.clone(), threads: Vec::new() };
+        for socket in sockets {
+            let Some(table) = self.table_input.clone() else {
+                RunningSource::stop_and_join(vec![running]);
+                return Err(ListenerError::Setup("the listener is stopping".into()));
+            };
+            let source = source::Source {
+                name: name.clone(),
+                socket,
+                checker: self.checker.clone(),
+                stats: self.stats.clone(),
+                table,
+                spares: self.spares.clone(),
+                stop: stop.clone(),
+            };
+            match spawn(&format!("source {name}"), move || source.run()) {
+                Ok(thread) => running.threads.push(thread),
+                Err(error) => {
+                    RunningSource::stop_and_join(vec![running]);
+                    return Err(error);
+                }
+            }
+        }
+        self.sources.push(running);
         Ok(())
     }
 
@@ -378,18 +411,22 @@ impl Listener {
             (Some(http), true) => Some(self.rebind_http(http.listen, &file)?),
             _ => None,
         };
+        // A changed `workers` restarts every unicast source: its new sockets join the
+        // running ones' (SO_REUSEPORT, same user) before those close, so the address is
+        // never unbound.
+        let workers = new.workers();
+        let workers_changed = workers != self.config.workers();
+        let restarted = |spec: &AddrSpec| workers_changed && !spec.addr.ip().is_multicast();
         let mut opened = Vec::new();
         for (index, spec) in new.listen.iter().enumerate() {
-            if self.sources.iter().any(|source| source.spec == *spec) {
+            let held = self.sources.iter().any(|source| source.spec == *spec);
+            if held && !restarted(spec) {
                 continue;
             }
-            let socket = source::open(spec).map_err(|error| ListenerError::Listen {
-                file: file.clone(),
-                index,
-                spec: spec.to_string(),
-                error,
+            let sockets = source::open(spec, workers, held).map_err(|error| {
+                ListenerError::Listen { file: file.clone(), index, spec: spec.to_string(), error }
             })?;
-            opened.push((spec.clone(), socket));
+            opened.push((spec.clone(), sockets, held));
         }
         let outputs = self
             .outputs
@@ -430,21 +467,26 @@ impl Listener {
         self.slots = slots.iter().map(|(slot, config)| (config.id, *slot)).collect();
 
         // Sources: new ones start, removed ones stop; unchanged ones never noticed.
-        summary.listen_added = opened.len();
-        for (spec, socket) in opened {
-            self.start_source(spec, socket)?;
+        summary.listen_added = opened.iter().filter(|(_, _, held)| !held).count();
+        let (replaced, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .partition(|s| opened.iter().any(|(spec, _, held)| *held && *spec == s.spec));
+        self.sources = kept;
+        for (spec, sockets, _) in opened {
+            if let Err(error) = self.start_source(spec, sockets) {
+                // Keep reading with the sockets being replaced rather than with none.
+                self.sources.extend(replaced);
+                return Err(error);
+            }
         }
+        RunningSource::stop_and_join(replaced);
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
             .into_iter()
             .partition(|s| new.listen.contains(&s.spec));
         self.sources = kept;
         summary.listen_removed = removed.len();
-        for source in &removed {
-            source.stop.store(true, Ordering::Relaxed);
-        }
-        for source in removed {
-            let _ = source.thread.join();
-            tracing::info!("stopped listening on {}", source.spec);
+        for spec in RunningSource::stop_and_join(removed) {
+            tracing::info!("stopped listening on {spec}");
         }
 
         if http_changed {
@@ -506,12 +548,7 @@ impl Listener {
         if let Some(heartbeat) = self.heartbeat.take() {
             let _ = heartbeat.join();
         }
-        for source in &self.sources {
-            source.stop.store(true, Ordering::Relaxed);
-        }
-        for source in self.sources.drain(..) {
-            let _ = source.thread.join();
-        }
+        RunningSource::stop_and_join(std::mem::take(&mut self.sources));
         // With every source gone and our sender dropped, the table's input disconnects: it
         // publishes and returns.
         drop(self.table_input.take());

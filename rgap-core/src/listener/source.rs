@@ -1,4 +1,5 @@
-//! UDP sources: one socket and one thread per `listen` entry. The read loop is the hot path:
+//! UDP sources: per `listen` entry, one socket and thread, or for a unicast address one per
+//! worker (`workers`), all bound to it with `SO_REUSEPORT`. The read loop is the hot path:
 //! datagrams are read in batches with `recvmmsg`, checked in place (cheap checks before the
 //! HMAC, nothing allocated per datagram), and each batch's accepted announcements go to the
 //! group table in one message.
@@ -35,33 +36,85 @@ const RECEIVE_BUFFER: usize = 32 << 20;
 /// turns one system call and one wake-up per datagram into one per batch.
 const COALESCE: Duration = Duration::from_micros(1000);
 
-/// Opens the socket for `spec`: unicast, or multicast joined on the interface it names.
-pub fn open(spec: &AddrSpec) -> io::Result<UdpSocket> {
+/// Opens the sockets for `spec`: one for a multicast address, joined on the interface it
+/// names; `workers` for a unicast one, sharing the address with `SO_REUSEPORT` so that the
+/// kernel spreads senders over them (by address and port: one sender stays on one socket).
+///
+/// `held`: this listener already has the address bound (a reload changing the number of
+/// workers), so the new sockets join its own; otherwise the address must be free.
+pub fn open(spec: &AddrSpec, workers: usize, held: bool) -> io::Result<Vec<UdpSocket>> {
     let addr = spec.addr;
+    let interface = spec
+        .resolve_interface()
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
+    if addr.ip().is_multicast() {
+        return Ok(vec![open_multicast(addr, interface.as_ref())?]);
+    }
+    let device = interface.as_ref().map(|interface| interface.name.as_bytes());
+    if !held && addr.port() != 0 {
+        // SO_REUSEPORT would let our first socket join a group another process of the same
+        // user already holds, and each would then get part of the announcements. A socket
+        // without it binds only where nobody is: the check that startup always made.
+        drop(open_unicast(addr, device, false)?);
+    }
+    let first = open_unicast(addr, device, true)?;
+    // The port the first got, should the config ask for any (port 0).
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.max(1) {
+        sockets.push(open_unicast(bound, device, true)?);
+    }
+    Ok(sockets)
+}
+
+/// A unicast socket bound to `addr` (on `device`, if given). Never with SO_REUSEADDR: with
+/// it, any local user could bind the same address and port and take announcements meant
+/// for this listener. `SO_REUSEPORT` shares the address only among sockets of the same
+/// effective user (the kernel checks), so another user still cannot.
+fn open_unicast(
+    addr: SocketAddr,
+    device: Option<&[u8]>,
+    reuse_port: bool,
+) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+        set_receive_buffer(&socket);
+    }
+    if let Some(device) = device {
+        socket.bind_device(Some(device))?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_read_timeout(Some(STOP_POLL))?;
+    Ok(socket.into())
+}
+
+/// A multicast socket joined to the group of `addr` on `interface` (or the default one).
+fn open_multicast(
+    addr: SocketAddr,
+    interface: Option<&crate::addrspec::Interface>,
+) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Multicast sockets share their group and port with other listeners on the host, as the
-    // Go rgap's do. A unicast socket never does: with SO_REUSEADDR, any local user could bind
-    // the same address and port and take announcements meant for this listener.
-    if addr.ip().is_multicast() {
-        socket.set_reuse_address(true)?;
-    }
+    // Go rgap's do.
+    socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     set_receive_buffer(&socket);
-    let interface = spec
-        .resolve_interface()
-        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
     match addr.ip() {
-        IpAddr::V4(group) if group.is_multicast() => {
+        IpAddr::V4(group) => {
             socket.bind(&addr.into())?;
-            let local = interface.as_ref().and_then(|i| i.ipv4).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let local = interface.and_then(|i| i.ipv4).unwrap_or(Ipv4Addr::UNSPECIFIED);
             socket.join_multicast_v4(&group, &local)?;
             // Only this group's datagrams, not every group some socket joined.
             socket.set_multicast_all_v4(false)?;
         }
-        IpAddr::V6(group) if group.is_multicast() => {
-            let index = interface.as_ref().map_or(0, |i| i.index);
+        IpAddr::V6(group) => {
+            let index = interface.map_or(0, |i| i.index);
             let mut bind_addr = addr;
             if let SocketAddr::V6(v6) = &mut bind_addr {
                 v6.set_scope_id(index);
@@ -69,12 +122,6 @@ pub fn open(spec: &AddrSpec) -> io::Result<UdpSocket> {
             socket.bind(&bind_addr.into())?;
             socket.join_multicast_v6(&group, index)?;
             socket.set_multicast_all_v6(false)?;
-        }
-        _ => {
-            if let Some(interface) = &interface {
-                socket.bind_device(Some(interface.name.as_bytes()))?;
-            }
-            socket.bind(&addr.into())?;
         }
     }
     socket.set_read_timeout(Some(STOP_POLL))?;
