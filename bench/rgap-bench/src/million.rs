@@ -67,7 +67,7 @@ pub fn million(args: &MillionArgs) {
 
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding the sender");
     let psk = Psk::from_hex(PSK).unwrap();
-    let mut timed = |datagram: &[u8]| {
+    let timed = |datagram: &[u8]| {
         let before = (Instant::now(), listener.cpu_so_far(), inode(&hosts));
         sender.send_to(datagram, to).expect("sending");
         let seen = wait_for_new_file(&hosts, before.2, Duration::from_secs(30));
