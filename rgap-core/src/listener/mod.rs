@@ -317,9 +317,10 @@ impl Listener {
     ) -> Result<(), ListenerError> {
         let name = spec.to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        match sockets.len() {
-            1 => tracing::info!("listening on {name}"),
-            workers => tracing::info!("listening on {name} ({workers} workers)"),
+        // The line scripts wait for stays exactly `listening on <address>`.
+        tracing::info!("listening on {name}");
+        if sockets.len() > 1 {
+            tracing::debug!("{name}: {} SO_REUSEPORT workers", sockets.len());
         }
         let mut running = RunningSource { spec, stop: stop.clone(), threads: Vec::new() };
         for socket in sockets {
