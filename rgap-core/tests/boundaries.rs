@@ -168,11 +168,14 @@ fn tombstones_that_have_gone_make_room_for_new_ones_in_a_capped_group() {
 fn only_an_exact_repeat_counts_as_a_duplicate() {
     let mut table = Driven::new(None);
     table.apply(0, Kind::Announce, 1, 0);
-    table.apply(0, Kind::Announce, 1, 0); // the same again: stale, a duplicate
-    table.apply(0, Kind::Announce, 1, -1); // older: stale, not a duplicate
+    // The same twice again (heard on two sockets, say): stale, and duplicates.
+    table.apply(0, Kind::Announce, 1, 0);
+    table.apply(0, Kind::Announce, 1, 0);
+    // Older: stale, not a duplicate.
+    table.apply(0, Kind::Announce, 1, -1);
     let rejected = table.table.take_rejected();
-    assert_eq!(rejected.dropped[DropReason::Stale as usize], 2);
-    assert_eq!(rejected.duplicates, 1);
+    assert_eq!(rejected.dropped[DropReason::Stale as usize], 3);
+    assert_eq!(rejected.duplicates, 2);
 }
 
 /// Log lines written while `run` runs on this thread.
