@@ -221,3 +221,36 @@ fn a_full_group_is_warned_about_once_a_minute_not_per_datagram() {
     });
     assert_eq!(warnings(&lines), 1, "{lines:#?}");
 }
+
+#[test]
+fn a_leave_as_new_as_the_newest_announcement_removes_the_member() {
+    let mut table = Driven::new(None);
+    table.apply(0, Kind::Announce, 1, 5);
+    table.apply(0, Kind::Announce, 2, 5);
+    // Stamped the same microsecond as the announcement: not older, so it counts.
+    table.apply(0, Kind::Leave, 1, 5);
+    // Older than member 2's announcement: it came back since, the leave is stale.
+    table.apply(0, Kind::Leave, 2, 4);
+    assert_eq!(table.members(), vec![2]);
+}
+
+#[test]
+fn every_join_and_leave_moves_the_membership_revision_forward() {
+    let mut table = Driven::new(None);
+    let revision = |table: &mut Driven| {
+        table.members();
+        table.view.load().groups[0].membership_revision
+    };
+    let mut seen = vec![revision(&mut table)];
+    table.apply(0, Kind::Announce, 1, 0);
+    seen.push(revision(&mut table));
+    table.apply(0, Kind::Announce, 1, 1); // a refresh: no membership change
+    seen.push(revision(&mut table));
+    table.apply(1, Kind::Leave, 1, 1);
+    seen.push(revision(&mut table));
+    table.apply(1, Kind::Announce, 2, 1);
+    table.expire(20);
+    seen.push(revision(&mut table));
+    assert!(seen[0] < seen[1] && seen[1] == seen[2], "{seen:?}");
+    assert!(seen[2] < seen[3] && seen[3] < seen[4], "{seen:?}");
+}
