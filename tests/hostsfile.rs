@@ -226,11 +226,15 @@ fn an_unwritable_directory_is_a_start_error_naming_it() {
     ));
     assert!(error.contains("/rgap.yaml/hosts: cannot create a file in /"), "{error}");
     assert!(error.contains("Not a directory"), "{error}");
+}
 
-    // A directory the listener's user may not write to. Permissions do not stop root, so as
-    // root the listener runs as `nobody` (uid 65534) for this part, and the directory stays
-    // root's; as another user the directory is made read-only. Either way the branch runs.
+#[test]
+fn a_directory_the_user_may_not_write_to_is_a_start_error_even_for_root() {
+    // Permissions do not stop root, so as root the listener runs as `nobody` (uid 65534), and
+    // the directory stays root's; as another user the directory is made read-only. Either
+    // way the permission check runs and must refuse the start.
     use std::os::unix::fs::PermissionsExt;
+    let port = common::free_udp_port();
     let locked = tempfile::tempdir().unwrap();
     std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
     let file = locked.path().join("hosts");

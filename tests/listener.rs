@@ -154,7 +154,8 @@ fn bad_datagrams_are_dropped_and_counted_and_a_good_one_after_them_is_accepted()
 fn readiness_delay_holds_the_group_back_then_reports_it_ready() {
     let port = free_udp_port();
     let outputs = "- kind: log\n  spec:\n    interval: 100ms\n";
-    let listener = start_listener(&config(port, "  expire: 15s\n  readiness_delay: 2s\n", outputs));
+    // Long enough that a slow start still logs the group before it is ready.
+    let listener = start_listener(&config(port, "  expire: 15s\n  readiness_delay: 5s\n", outputs));
     listener.wait_for_log("group 1000: NOT READY, 0 member(s)");
     listener.wait_for_log("group 1000: READY, 0 member(s)");
     let log = listener.log();

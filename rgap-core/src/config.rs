@@ -251,13 +251,7 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            let message = error.into_inner().to_string();
-            // serde_yaml starts the message of an error inside a value with that value's path
-            // too; the caller puts the key in front of the message, so it is said once.
-            let message = match message.strip_prefix(&key).and_then(|m| m.strip_prefix(": ")) {
-                Some(rest) if !key.is_empty() => rest.to_string(),
-                _ => message,
-            };
+            let message = without_path_prefix(&key, error.into_inner().to_string());
             (key, message)
         })?;
         config.validate()?;
@@ -330,6 +324,22 @@ impl Config {
     }
 }
 
+/// `message` without the path serde_yaml puts in front of an error raised inside a value
+/// (`groups[0].psk: invalid hex ...`, or for a list element the list's path): the caller puts
+/// `key` in front of the message, so it is said once.
+fn without_path_prefix(key: &str, message: String) -> String {
+    let Some((head, rest)) = message.split_once(": ") else { return message };
+    let is_path_of_key = !head.is_empty()
+        && key
+            .strip_prefix(head)
+            .is_some_and(|tail| tail.is_empty() || tail.starts_with('.') || tail.starts_with('['));
+    if is_path_of_key {
+        rest.to_string()
+    } else {
+        message
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,10 +383,16 @@ mod tests {
             (text.to_string(), "groups[0].psk"),
             (config_with_group("  expire: 15 parsecs\n"), "groups[0].expire"),
             (text.replace("127.0.0.1:1", "127.0.0.1"), "listen[0]"),
+            (
+                config_with_group("  expire: 1s\n  allowed_networks: [10.0.0.0/33]\n"),
+                "groups[0].allowed_networks[0]",
+            ),
         ] {
             let (got_key, message) = error_of(&text);
             assert_eq!(got_key, key);
-            assert!(!message.contains(key), "{key} repeated in {message:?}");
+            // Not even the path of the list an element is in.
+            let list = key.strip_suffix("[0]").unwrap_or(key);
+            assert!(!message.contains(list), "{list} repeated in {message:?}");
             assert!(message.contains("line"), "{message}");
         }
     }

@@ -1,15 +1,16 @@
 //! Where the checks and the group table draw their lines, through the public API as the
 //! listener wires them: a datagram checked by the [`Checker`] and applied by the table thread
-//! ([`run_table`]), with the events the plugins would receive.
+//! ([`run_table`]), with the events the plugins would receive; and the table alone on a clock
+//! the test drives, for replay tombstones, duplicates and the full-group warning.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use rgap_core::config::GroupConfig;
 use rgap_core::duration::GoDuration;
-use rgap_core::listener::{run_table, Checker, GroupTable, ListenerStats};
+use rgap_core::listener::{run_table, Accepted, Checker, DropReason, GroupTable, ListenerStats};
 use rgap_core::plugin_host::{shared_view, GroupsView};
-use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
+use rgap_core::protocol::{encode_signed, unix_micros, Announcement, Kind};
 use rgap_core::psk::Psk;
 use rgap_plugin_api::Event;
 
@@ -82,4 +83,174 @@ fn an_announcement_with_time_left_joins_and_stays() {
     let (events, members) = through_the_table(&[stamped("10.0.0.2", now - 5_000_000)], now);
     assert_eq!(joins(&events), 1, "{events:?}");
     assert_eq!(members, 1);
+}
+
+// The table on its own, on a clock the test drives: `at(s)` is `s` seconds after the table's
+// start, in monotonic time and in wall-clock µs.
+
+/// An arbitrary wall-clock start, Unix µs.
+const WALL: i64 = 1_800_000_000_000_000;
+
+struct Driven {
+    start: Instant,
+    view: rgap_core::plugin_host::SharedView,
+    table: GroupTable,
+}
+
+impl Driven {
+    fn new(max_members: Option<u32>) -> Driven {
+        let start = Instant::now();
+        let view = shared_view(GroupsView::default());
+        let configs = [GroupConfig { max_members, ..config() }];
+        let table = GroupTable::new(&configs, start, view.clone());
+        Driven { start, view, table }
+    }
+
+    /// Applies a datagram of `kind` for 10.0.0.`octet` stamped `stamped_s`, arriving at
+    /// `now_s` (the group's expire is 10 s).
+    fn apply(&mut self, now_s: u64, kind: Kind, octet: u8, stamped_s: i64) {
+        let mut address = [0u8; 16];
+        address[10..12].copy_from_slice(&[0xff, 0xff]);
+        address[12..].copy_from_slice(&[10, 0, 0, octet]);
+        let expires_at_us = WALL + (stamped_s + 10) * 1_000_000;
+        let accepted = Accepted { group_index: 0, kind, address, expires_at_us };
+        let now = self.start + Duration::from_secs(now_s);
+        self.table.apply(&accepted, now, WALL + now_s as i64 * 1_000_000);
+    }
+
+    fn expire(&mut self, now_s: u64) {
+        self.table.expire(self.start + Duration::from_secs(now_s));
+    }
+
+    /// The last octets of the members, as published.
+    fn members(&mut self) -> Vec<u8> {
+        self.table.publish();
+        let mut octets: Vec<u8> =
+            self.view.load().groups[0].members.iter().map(|m| m.address[15]).collect();
+        octets.sort_unstable();
+        octets
+    }
+}
+
+#[test]
+fn a_tombstone_is_kept_until_its_own_time_while_an_earlier_one_goes() {
+    let mut table = Driven::new(None);
+    table.apply(0, Kind::Announce, 1, 0);
+    table.apply(0, Kind::Announce, 2, 0);
+    // Member 1 leaves at 0 s (its tombstone lasts until 10 s), member 2 at 5 s (until 15 s).
+    table.apply(0, Kind::Leave, 1, 0);
+    table.apply(5, Kind::Leave, 2, 5);
+    assert_eq!(table.members(), Vec::<u8>::new());
+    // At 12 s the first tombstone goes; the second must still turn away an announcement
+    // stamped before member 2's leave (replayed, say), which the clock-skew check still passes.
+    table.expire(12);
+    table.apply(12, Kind::Announce, 2, 4);
+    assert_eq!(table.members(), Vec::<u8>::new(), "an announcement older than the leave rejoined");
+    assert_eq!(table.table.take_rejected().dropped[DropReason::Stale as usize], 1);
+    // Newer than the leave: back.
+    table.apply(12, Kind::Announce, 2, 6);
+    assert_eq!(table.members(), vec![2]);
+}
+
+#[test]
+fn tombstones_that_have_gone_make_room_for_new_ones_in_a_capped_group() {
+    // max_members 1 caps tombstones of addresses that were no members at one, too.
+    let mut table = Driven::new(Some(1));
+    table.apply(0, Kind::Leave, 1, 0);
+    // Its tombstone lasts until 10 s: gone at 11 s, leaving room for the next leave's.
+    table.expire(11);
+    table.apply(11, Kind::Leave, 2, 11);
+    table.apply(11, Kind::Announce, 2, 10);
+    assert_eq!(table.members(), Vec::<u8>::new(), "an announcement older than the leave joined");
+}
+
+#[test]
+fn only_an_exact_repeat_counts_as_a_duplicate() {
+    let mut table = Driven::new(None);
+    table.apply(0, Kind::Announce, 1, 0);
+    // The same twice again (heard on two sockets, say): stale, and duplicates.
+    table.apply(0, Kind::Announce, 1, 0);
+    table.apply(0, Kind::Announce, 1, 0);
+    // Older: stale, not a duplicate.
+    table.apply(0, Kind::Announce, 1, -1);
+    let rejected = table.table.take_rejected();
+    assert_eq!(rejected.dropped[DropReason::Stale as usize], 3);
+    assert_eq!(rejected.duplicates, 2);
+}
+
+/// Log lines written while `run` runs on this thread.
+fn logged_while(run: impl FnOnce()) -> Vec<String> {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+    tracing::subscriber::with_default(subscriber, run);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn a_full_group_is_warned_about_once_a_minute_not_per_datagram() {
+    let mut table = Driven::new(Some(1));
+    let warnings = |lines: &[String]| lines.iter().filter(|l| l.contains("is full")).count();
+    let lines = logged_while(|| {
+        table.apply(0, Kind::Announce, 1, 0);
+        for octet in 2..20 {
+            table.apply(1, Kind::Announce, octet, 0);
+        }
+    });
+    assert_eq!(warnings(&lines), 1, "{lines:#?}");
+    assert_eq!(table.table.take_rejected().dropped[DropReason::GroupFull as usize], 18);
+    // A minute and more later, once more.
+    let lines = logged_while(|| {
+        table.apply(62, Kind::Announce, 1, 60);
+        for octet in 2..5 {
+            table.apply(62, Kind::Announce, octet, 60);
+        }
+    });
+    assert_eq!(warnings(&lines), 1, "{lines:#?}");
+}
+
+#[test]
+fn a_leave_as_new_as_the_newest_announcement_removes_the_member() {
+    let mut table = Driven::new(None);
+    table.apply(0, Kind::Announce, 1, 5);
+    table.apply(0, Kind::Announce, 2, 5);
+    // Stamped the same microsecond as the announcement: not older, so it counts.
+    table.apply(0, Kind::Leave, 1, 5);
+    // Older than member 2's announcement: it came back since, the leave is stale.
+    table.apply(0, Kind::Leave, 2, 4);
+    assert_eq!(table.members(), vec![2]);
+}
+
+#[test]
+fn every_join_and_leave_moves_the_membership_revision_forward() {
+    let mut table = Driven::new(None);
+    let revision = |table: &mut Driven| {
+        table.members();
+        table.view.load().groups[0].membership_revision
+    };
+    let mut seen = vec![revision(&mut table)];
+    table.apply(0, Kind::Announce, 1, 0);
+    seen.push(revision(&mut table));
+    table.apply(0, Kind::Announce, 1, 1); // a refresh: no membership change
+    seen.push(revision(&mut table));
+    table.apply(1, Kind::Leave, 1, 1);
+    seen.push(revision(&mut table));
+    table.apply(1, Kind::Announce, 2, 1);
+    table.expire(20);
+    seen.push(revision(&mut table));
+    assert!(seen[0] < seen[1] && seen[1] == seen[2], "{seen:?}");
+    assert!(seen[2] < seen[3] && seen[3] < seen[4], "{seen:?}");
 }

@@ -732,3 +732,19 @@ proptest! {
         prop_assert_eq!(GoDuration::from_str(&text).unwrap().get(), duration, "{}", text);
     }
 }
+
+proptest! {
+    #[test]
+    fn an_announcements_header_is_laid_out_as_the_design_says(announcement in any_announcement()) {
+        let fields = Fields {
+            version: 0x0100,
+            group: announcement.group,
+            timestamp_us: announcement.timestamp_unix_us,
+            address: wire(announcement.address),
+        };
+        prop_assert_eq!(announcement.encode_header(), header(&fields));
+        let key = [4u8; 32];
+        let signed = encode_signed(&announcement, &psk(key));
+        prop_assert_eq!(&signed[..], &datagram(&fields, &key, ANNOUNCE)[..]);
+    }
+}
