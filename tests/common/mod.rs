@@ -106,13 +106,17 @@ pub fn announcement_at(group: u64, ip: &str, psk: &str, timestamp_unix_us: i64) 
     encode_signed(&Announcement { group, timestamp_unix_us, address }, &psk)
 }
 
-/// Sends one datagram to `to`.
+/// Sends one datagram to `to`, always from the same socket (one per address family). The
+/// listener's workers share its port (SO_REUSEPORT) and the kernel spreads senders over them
+/// by source address and port, so datagrams keep their order only when they come from one
+/// sender, as an agent's do: a test that sends, then waits for a marker, needs that order.
 pub fn send_to(to: SocketAddr, datagram: &[u8]) {
+    static V4: OnceLock<UdpSocket> = OnceLock::new();
+    static V6: OnceLock<UdpSocket> = OnceLock::new();
     let socket = match to {
-        SocketAddr::V4(_) => UdpSocket::bind("127.0.0.1:0"),
-        SocketAddr::V6(_) => UdpSocket::bind("[::1]:0"),
-    }
-    .unwrap();
+        SocketAddr::V4(_) => V4.get_or_init(|| UdpSocket::bind("127.0.0.1:0").unwrap()),
+        SocketAddr::V6(_) => V6.get_or_init(|| UdpSocket::bind("[::1]:0").unwrap()),
+    };
     socket.send_to(datagram, to).unwrap();
 }
 

@@ -76,6 +76,7 @@ pub fn million(args: &MillionArgs) {
         let cpu = spent - idle_per_second * before.0.elapsed().as_secs_f64();
         (Duration::from_secs_f64(cpu.max(0.0)), seen)
     };
+    let threads_before = listener.cpu_by_thread();
     let joins: Vec<_> =
         (0..args.samples).map(|sample| timed(&signed(1, member_ip(sample, 20), PSK))).collect();
     // Members of group 1 that joined while loading: indices 0, groups, 2 × groups, ...
@@ -88,6 +89,17 @@ pub fn million(args: &MillionArgs) {
                 address,
             };
             timed(&encode_signed_leave(&fields, &psk))
+        })
+        .collect();
+    let changes = (2 * args.samples).max(1) as u64;
+    let by_thread: Vec<String> = listener
+        .cpu_by_thread()
+        .iter()
+        .filter_map(|thread| {
+            let before = threads_before.iter().find(|b| b.name == thread.name)?;
+            let spent = thread.cpu.saturating_sub(before.cpu);
+            (spent.as_micros() >= 10)
+                .then(|| format!("{} {}", thread.name.trim(), per(spent, changes)))
         })
         .collect();
     let after = count_lines(&hosts, ".");
@@ -112,6 +124,7 @@ pub fn million(args: &MillionArgs) {
     for (what, samples) in [("join", &joins), ("leave", &leaves)] {
         println!("  one {what} to group 1: {}", describe(samples));
     }
+    println!("  per change, by thread (idle included): {}", by_thread.join(", "));
     println!(
         "  hosts file after: {after} lines (expected {}); accepted {} in all",
         args.members,
