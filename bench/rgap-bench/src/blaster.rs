@@ -38,7 +38,7 @@ pub fn blast(datagrams: &[Vec<u8>], to: SocketAddr, rate: u64) -> std::io::Resul
     Ok(BlastReport { sent, elapsed: started.elapsed() })
 }
 
-fn send_batch(socket: &UdpSocket, chunk: &[Vec<u8>]) -> std::io::Result<usize> {
+pub fn send_batch(socket: &UdpSocket, chunk: &[Vec<u8>]) -> std::io::Result<usize> {
     let mut iovecs: Vec<libc::iovec> = chunk
         .iter()
         .map(|d| libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() })

@@ -6,6 +6,7 @@
 //!   reports time to absorb them, RSS, and CPU per later change.
 //! * `propagation`: time from an announcement to its address in a DNS answer and in the
 //!   hosts file, p50 and p99.
+//! * `soak`: churn for minutes or hours; RSS and CPU over time, a CSV and a PNG plot.
 //!
 //! Build first: `cargo build --release --workspace`, then run
 //! `target/release/rgap-bench <scenario> --help`. Traffic goes to loopback only, and every
@@ -13,7 +14,9 @@
 
 mod blaster;
 mod listener;
+mod plot;
 mod scenarios;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +35,8 @@ enum Scenario {
     Scale(scenarios::ScaleArgs),
     /// Announcement → DNS answer and hosts file line, p50/p99
     Propagation(scenarios::PropagationArgs),
+    /// Churn for a long time; RSS, CPU and live members over time, with a PNG plot
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -39,5 +44,6 @@ fn main() {
         Scenario::Ingest(args) => scenarios::ingest(&args),
         Scenario::Scale(args) => scenarios::scale(&args),
         Scenario::Propagation(args) => scenarios::propagation(&args),
+        Scenario::Soak(args) => soak::soak(&args),
     }
 }

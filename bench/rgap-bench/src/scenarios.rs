@@ -12,7 +12,7 @@ use rgap_core::psk::Psk;
 use crate::blaster::blast;
 use crate::listener::{count_lines, pin, total, BenchListener};
 
-const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
+pub(crate) const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 const OTHER_PSK: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
 #[derive(clap::Args)]
@@ -61,11 +61,11 @@ pub struct PropagationArgs {
     samples: usize,
 }
 
-fn port() -> u16 {
+pub(crate) fn port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn member_ip(index: usize, base: u8) -> Ipv4Addr {
+pub(crate) fn member_ip(index: usize, base: u8) -> Ipv4Addr {
     Ipv4Addr::new(base, (index >> 16) as u8, (index >> 8) as u8, index as u8)
 }
 
@@ -302,7 +302,7 @@ fn hosts_and_dns_config(
     )
 }
 
-fn port_for_dns() -> u16 {
+pub(crate) fn port_for_dns() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
