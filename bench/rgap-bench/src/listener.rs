@@ -44,7 +44,13 @@ impl BenchListener {
             "{} missing: cargo build --release --workspace",
             binary.display()
         );
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        // RGAP_BENCH_PRELOAD=lib.so preloads a library into the listener only (an allocator
+        // to compare, a heap profiler), not into the benchmark.
+        if let Some(preload) = std::env::var_os("RGAP_BENCH_PRELOAD") {
+            command.env("LD_PRELOAD", preload);
+        }
+        let mut child = command
             .args(["listener", "-c"])
             .arg(&path)
             .current_dir(dir.path())

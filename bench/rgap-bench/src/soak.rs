@@ -109,22 +109,41 @@ fn last_dump_count(listener: &BenchListener) -> Option<usize> {
     after.split_whitespace().next()?.parse().ok()
 }
 
+/// A sender this far behind its schedule (starved of CPU) does not catch up in a burst: it
+/// skips what it missed, so that the churn stays at `rate` over any window and about
+/// `rate × expire` members are live, as on a real network. (Catching up sent 100 000
+/// announcements in a second after a stall, and the listener rightly kept twice the members.)
+const MAX_LAG: Duration = Duration::from_millis(20);
+
+/// What the sender did.
+#[derive(Default)]
+struct Sent {
+    sent: AtomicU64,
+    /// Announcements not sent because the sender fell behind by more than `MAX_LAG`.
+    skipped: AtomicU64,
+}
+
 /// Sends announcements until `stop_at`: `rate` per second in batches, address index
-/// cycling through `addresses`, each batch stamped when sent. Publishes in `sent` how
-/// many went out.
-fn churn(to: SocketAddr, rate: u64, addresses: usize, stop_at: Instant, sent: &AtomicU64) {
+/// cycling through `addresses`, each batch stamped when sent.
+fn churn(to: SocketAddr, rate: u64, addresses: usize, stop_at: Instant, sent: &Sent) {
     assert!(to.ip().is_loopback(), "benchmarks send to loopback only");
     let socket = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
     socket.connect(to).expect("connecting the sender");
     let psk = Psk::from_hex(PSK).expect("bench key");
-    let started = Instant::now();
-    let mut count: u64 = 0;
+    let rate = rate.max(1) as f64;
+    let mut origin = Instant::now();
+    let (mut scheduled, mut index, mut skipped) = (0u64, 0u64, 0u64);
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     loop {
-        let due = started + Duration::from_secs_f64(count as f64 / rate.max(1) as f64);
+        let mut due = origin + Duration::from_secs_f64(scheduled as f64 / rate);
         let now = Instant::now();
         if now >= stop_at || due >= stop_at {
             return;
+        }
+        if now > due + MAX_LAG {
+            skipped += ((now - due).as_secs_f64() * rate) as u64;
+            sent.skipped.store(skipped, Ordering::Relaxed);
+            (origin, scheduled, due) = (now, 0, now);
         }
         if due > now {
             std::thread::sleep(due - now);
@@ -132,16 +151,14 @@ fn churn(to: SocketAddr, rate: u64, addresses: usize, stop_at: Instant, sent: &A
         let timestamp_unix_us = unix_micros(SystemTime::now());
         batch.clear();
         for offset in 0..BATCH as u64 {
-            let index = ((count + offset) % addresses as u64) as usize;
-            let announcement = Announcement {
-                group: GROUP,
-                timestamp_unix_us,
-                address: IpAddr::V4(member_ip(index, 10)),
-            };
+            let address = member_ip(((index + offset) % addresses as u64) as usize, 10);
+            let announcement =
+                Announcement { group: GROUP, timestamp_unix_us, address: IpAddr::V4(address) };
             batch.push(encode_signed(&announcement, &psk).to_vec());
         }
-        count += send_batch(&socket, &batch).expect("sending announcements") as u64;
-        sent.store(count, Ordering::Relaxed);
+        let done = send_batch(&socket, &batch).expect("sending announcements") as u64;
+        (index, scheduled) = (index + done, scheduled + done);
+        sent.sent.fetch_add(done, Ordering::Relaxed);
     }
 }
 
@@ -211,7 +228,7 @@ pub fn soak(args: &SoakArgs) {
     let hosts = listener.path("hosts");
     let started = Instant::now();
     let stop_at = started + duration;
-    let sent = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(Sent::default());
     let sender = {
         let sent = sent.clone();
         let (rate, addresses) = (args.rate, args.addresses.max(1));
@@ -247,7 +264,7 @@ pub fn soak(args: &SoakArgs) {
             LiveSource::HostsFile => count_lines(&hosts, " backend"),
             LiveSource::LogDump => last_dump_count(&listener).unwrap_or(0),
             LiveSource::Sent => {
-                let count = sent.load(Ordering::Relaxed) as f64;
+                let count = sent.sent.load(Ordering::Relaxed) as f64;
                 let window = (args.rate as f64 * expire.as_secs_f64()).min(count);
                 (window as usize).min(args.addresses)
             }
@@ -294,7 +311,7 @@ pub fn soak(args: &SoakArgs) {
         ),
         Err(error) => eprintln!("rgap-bench soak: plotting {}: {error}", args.plot.display()),
     }
-    summary(&samples, duration, usage.peak_rss_kib, usage.cpu, &log, sent.load(Ordering::Relaxed));
+    summary(&samples, duration, usage.peak_rss_kib, usage.cpu, &log, &sent);
     if has("dns") {
         println!("  dns answered {dns_answered} of {dns_asked} probes during the run");
     }
@@ -322,9 +339,14 @@ fn summary(
     peak_kib: u64,
     cpu: Duration,
     log: &[String],
-    sent: u64,
+    sent: &Sent,
 ) {
     let accepted = total(log, "accepted");
+    let (skipped, sent) = (sent.skipped.load(Ordering::Relaxed), sent.sent.load(Ordering::Relaxed));
+    let max_live = samples.iter().map(|sample| sample.live).max().unwrap_or(0);
+    println!(
+        "  sender skipped {skipped} announcements while it was starved of CPU; most live members seen {max_live}"
+    );
     println!(
         "  sent {sent}, listener accepted {accepted}; CPU {:.1} s in all ({:.2} µs per announcement)",
         cpu.as_secs_f64(),

@@ -6,6 +6,7 @@
 //! ```
 
 mod check;
+mod malloc_tuning;
 mod source;
 mod stats;
 mod table;
@@ -65,6 +66,7 @@ pub fn run(config_path: &Path) -> Result<(), ListenerError> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| ListenerError::Setup(format!("cannot install signal handlers: {e}")))?;
     let config = Config::load(config_path).map_err(ListenerError::Config)?;
+    malloc_tuning::tune_for_long_runs();
     let listener = Listener::start(&config, config_path)?;
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     tracing::info!(
