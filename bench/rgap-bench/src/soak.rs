@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -246,6 +246,7 @@ pub fn soak(args: &SoakArgs) {
         if duration <= SHORT_RUN { Duration::from_secs(10) } else { Duration::from_secs(60) };
     println!("  {:>6}  {:>9}  {:>11}  {:>8}", "time", "RSS MiB", "CPU % core", "live");
     let mut samples: Vec<Sample> = Vec::new();
+    let mut csv = Csv::create(args.plot.with_extension("csv"));
     let mut last_report = (Duration::ZERO, listener.cpu_so_far());
     let mut next = started;
     let mut last = false;
@@ -288,13 +289,13 @@ pub fn soak(args: &SoakArgs) {
             std::io::stdout().flush().ok();
             last_report = (at, cpu);
         }
+        csv.sample(&sample);
         samples.push(sample);
     }
     sender.join().expect("sender thread");
     let (usage, log) = listener.stop();
 
-    let csv = args.plot.with_extension("csv");
-    write_csv(&csv, &samples).unwrap_or_else(|e| eprintln!("writing {}: {e}", csv.display()));
+    let csv = csv.path;
     let title = format!(
         "rgap soak: {}/s over {} addresses, expire {}, outputs {}",
         args.rate,
@@ -317,20 +318,52 @@ pub fn soak(args: &SoakArgs) {
     }
 }
 
-fn write_csv(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "seconds,rss_kib,cpu_seconds,live_members")?;
-    for sample in samples {
-        writeln!(
-            out,
+/// The median RSS of the samples in the minute up to `at`.
+fn minute_median(samples: &[Sample], at: Duration) -> u64 {
+    let from = at.saturating_sub(Duration::from_secs(60));
+    let mut rss: Vec<u64> =
+        samples.iter().filter(|s| s.at >= from && s.at <= at).map(|s| s.rss_kib).collect();
+    rss.sort_unstable();
+    rss.get(rss.len() / 2).copied().unwrap_or(0)
+}
+
+/// The CSV of samples, written as they come (a long run can be looked at while it goes).
+struct Csv {
+    path: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Csv {
+    fn create(path: PathBuf) -> Csv {
+        let out = std::fs::File::create(&path).map(std::io::BufWriter::new);
+        let mut csv = match out {
+            Ok(out) => Csv { path, out: Some(out) },
+            Err(error) => {
+                eprintln!("rgap-bench soak: cannot write {}: {error}", path.display());
+                Csv { path, out: None }
+            }
+        };
+        csv.line(format_args!("seconds,rss_kib,cpu_seconds,live_members"));
+        csv
+    }
+
+    fn sample(&mut self, sample: &Sample) {
+        self.line(format_args!(
             "{:.1},{},{:.3},{}",
             sample.at.as_secs_f64(),
             sample.rss_kib,
             sample.cpu.as_secs_f64(),
             sample.live
-        )?;
+        ));
     }
-    out.flush()
+
+    fn line(&mut self, line: std::fmt::Arguments<'_>) {
+        let Some(out) = self.out.as_mut() else { return };
+        if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            eprintln!("rgap-bench soak: writing {}: {error}", self.path.display());
+            self.out = None;
+        }
+    }
 }
 
 fn summary(
@@ -374,6 +407,15 @@ fn summary(
             println!(
                 "  RSS end vs 10 min: {growth:+.1} % ({})",
                 if growth <= 5.0 { "within 5 %" } else { "more than 5 %" }
+            );
+            // A single sample may catch a megabyte buffer just before it is freed: the
+            // medians of the minute before each point say the same without that noise.
+            let (early, late) = (minute_median(samples, ten), minute_median(samples, last.at));
+            let growth = 100.0 * (late as f64 / early.max(1) as f64 - 1.0);
+            println!(
+                "  RSS median of the minute before: 10 min {:.1}, end {:.1} MiB: {growth:+.1} %",
+                mib(early),
+                mib(late)
             );
         }
     }
