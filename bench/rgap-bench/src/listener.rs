@@ -29,6 +29,12 @@ pub fn rgap_binary() -> PathBuf {
 impl BenchListener {
     /// Starts the listener on `config` in a fresh directory and waits until it has started.
     pub fn start(config: &str) -> BenchListener {
+        BenchListener::start_filtered(config, |_| true)
+    }
+
+    /// As [`BenchListener::start`], keeping only the log lines for which `keep` is true (a
+    /// long run would otherwise hold every line it ever logged).
+    pub fn start_filtered(config: &str, keep: fn(&str) -> bool) -> BenchListener {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("rgap.yaml");
         std::fs::write(&path, config).expect("writing config");
@@ -38,7 +44,13 @@ impl BenchListener {
             "{} missing: cargo build --release --workspace",
             binary.display()
         );
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        // RGAP_BENCH_PRELOAD=lib.so preloads a library into the listener only (an allocator
+        // to compare, a heap profiler), not into the benchmark.
+        if let Some(preload) = std::env::var_os("RGAP_BENCH_PRELOAD") {
+            command.env("LD_PRELOAD", preload);
+        }
+        let mut child = command
             .args(["listener", "-c"])
             .arg(&path)
             .current_dir(dir.path())
@@ -58,12 +70,19 @@ impl BenchListener {
                 if echo {
                     eprintln!("[rgap] {line}");
                 }
-                reader_log.lock().unwrap().push(line);
+                if keep(&line) {
+                    reader_log.lock().unwrap().push(line);
+                }
             }
         });
         let listener = BenchListener { child, log, dir };
         listener.wait_for_log("listener started", Duration::from_secs(30));
         listener
+    }
+
+    /// The latest log line containing `needle`.
+    pub fn last_log_line(&self, needle: &str) -> Option<String> {
+        self.log.lock().unwrap().iter().rev().find(|line| line.contains(needle)).cloned()
     }
 
     pub fn pid(&self) -> i32 {

@@ -9,6 +9,7 @@
 //! * `metrics`: how long `/metrics` takes to answer with many groups.
 //! * `flood`: valid announcements beside an unpaced flood of forged ones; how many get in.
 //! * `million`: a million members in one or many groups; memory, and the cost of one change.
+//! * `soak`: churn for minutes or hours; RSS and CPU over time, a CSV and a PNG plot.
 //!
 //! Build first: `cargo build --release --workspace`, then run
 //! `target/release/rgap-bench <scenario> --help`. Traffic goes to loopback only, and every
@@ -18,8 +19,10 @@ mod blaster;
 mod flood;
 mod listener;
 mod million;
+mod plot;
 mod scenarios;
 mod scrape;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +47,8 @@ enum Scenario {
     Flood(flood::FloodArgs),
     /// A million members: time and CPU to load, RSS, CPU of one later join or leave
     Million(million::MillionArgs),
+    /// Churn for a long time; RSS, CPU and live members over time, with a PNG plot
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -54,5 +59,6 @@ fn main() {
         Scenario::Metrics(args) => scenarios::metrics(&args),
         Scenario::Flood(args) => flood::flood(&args),
         Scenario::Million(args) => million::million(&args),
+        Scenario::Soak(args) => soak::soak(&args),
     }
 }

@@ -135,11 +135,27 @@ pub struct SortScratch {
     v6: Vec<u128>,
 }
 
+/// Buffers kept between renders are shrunk when their capacity exceeds twice what is needed
+/// plus this many bytes: a group that shrank (or a burst) must not leave its high-water mark
+/// resident for months.
+const TRIM_SLACK_BYTES: usize = 64 * 1024;
+
+/// Shrinks `buffer` to a quarter more than `needed` elements if it is far larger (see
+/// `TRIM_SLACK_BYTES`).
+pub fn trim_excess<T>(buffer: &mut Vec<T>, needed: usize) {
+    let slack = TRIM_SLACK_BYTES / std::mem::size_of::<T>().max(1);
+    if buffer.capacity() > 2 * needed + slack {
+        buffer.shrink_to(needed + needed / 4);
+    }
+}
+
 impl SortScratch {
     fn sort(&mut self, members: &[Member]) {
         const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
         self.v4.clear();
         self.v6.clear();
+        trim_excess(&mut self.v4, members.len());
+        trim_excess(&mut self.v6, members.len());
         // Read straight from the wire bytes: this runs once per member per render.
         for member in members {
             match member.address.split_first_chunk::<12>() {
@@ -269,6 +285,18 @@ fn push_once(ids: &mut Vec<u64>, id: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kept_buffers_shrink_only_when_far_larger_than_needed() {
+        let mut buffer: Vec<u8> = Vec::with_capacity(4 << 20);
+        trim_excess(&mut buffer, 3 << 20);
+        assert!(buffer.capacity() >= 4 << 20, "within twice the need: kept");
+        trim_excess(&mut buffer, 1 << 20);
+        assert!(buffer.capacity() <= (1 << 20) + (1 << 18), "{}", buffer.capacity());
+        let mut small: Vec<u32> = Vec::with_capacity(1000);
+        trim_excess(&mut small, 0);
+        assert_eq!(small.capacity(), 1000, "below the slack: not worth a reallocation");
+    }
+
     use super::*;
     use rgap_plugin_api::Member;
 

@@ -23,7 +23,7 @@ use rgap_plugin_api::{Counter, HostHandle};
 use rgap_plugin_kit::pacing::{thread_cpu_time, CostPacer};
 
 use crate::atomic;
-use crate::render::{GroupCopy, Layout, SortScratch};
+use crate::render::{trim_excess, GroupCopy, Layout, SortScratch};
 
 /// After a render that cost `t` of CPU, the next waits `t * RENDER_COST_FACTOR * (1 + t /
 /// RENDER_COST_KNEE)`, at most `MAX_RENDER_PAUSE` (see `CostPacer::with_knee`): a file of a few hundred lines (tens of
@@ -172,6 +172,7 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
                 // The previous content's buffer becomes the next render's.
                 let previous = wanted.replace(std::mem::take(&mut rendered));
                 rendered = previous.unwrap_or_default();
+                trim_excess(&mut rendered, wanted.as_ref().map_or(0, Vec::len));
                 file.wanted_changed();
             }
         }
@@ -245,6 +246,7 @@ impl TargetFile {
     /// Rewrites the file if what is on disk is not `wanted` (edited, removed, never written).
     fn assert_content(&mut self, wanted: &[u8], periodic: bool) {
         self.on_disk.clear();
+        trim_excess(&mut self.on_disk, wanted.len());
         if read_regular_file(&self.path, &mut self.on_disk).is_ok() && self.on_disk == wanted {
             self.up_to_date = true;
             return;

@@ -7,6 +7,7 @@
 
 mod check;
 mod group_stats;
+mod malloc_tuning;
 mod source;
 mod stats;
 mod table;
@@ -84,6 +85,7 @@ pub fn run(config_path: &Path) -> Result<(), ListenerError> {
     for warning in config.key_file_warnings() {
         tracing::warn!("{warning}");
     }
+    malloc_tuning::tune_for_long_runs();
     let mut listener = Listener::start(config, config_path)?;
     systemd::ready(&listener.status_line());
     for signal in signals.forever() {

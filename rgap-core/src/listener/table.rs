@@ -57,6 +57,10 @@ const MAX_SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
 /// A full group is warned about at most this often (its drops are counted every time).
 const GROUP_FULL_WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// A group's buffers are given back when their capacity exceeds twice what its members need
+/// plus this many members' worth: a stall that let expiries fall behind, or a fleet that
+/// shrank, must not leave its high-water mark resident for months.
+const TRIM_SLACK: usize = 4096;
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
 /// sources hand over announcements without waking a thread for each one.
@@ -262,11 +266,34 @@ impl Group {
         self.sweep_pacer.record(thread_cpu_time().saturating_sub(started));
     }
 
+    /// Whether a buffer of `capacity` for `len` members is worth shrinking.
+    fn oversized(capacity: usize, len: usize) -> bool {
+        capacity > 2 * len + TRIM_SLACK
+    }
+
+    /// Shrinks the group's own buffers when far larger than its members need (see
+    /// `TRIM_SLACK`), to a quarter more than they need, so that a few joins do not grow
+    /// them again at once.
+    fn trim_excess(&mut self) {
+        let len = self.members.len();
+        let keep = len + len / 4;
+        if Self::oversized(self.members.capacity(), len) {
+            self.members.shrink_to(keep);
+            self.deadlines.shrink_to(keep);
+        }
+        if Self::oversized(self.positions.capacity(), len) {
+            let members = &self.members;
+            let hasher = self.tombstones.hasher();
+            self.positions.shrink_to(keep, |&p| hasher.hash(&members[p as usize].address));
+        }
+    }
+
     /// Replaces `published` with a copy of `members`, in a retired list's memory if no
-    /// output holds that list any more.
+    /// output holds that list any more (and it is not far larger than needed).
     fn republish(&mut self) {
         let mut list = self.retired.take().unwrap_or_default();
-        match RArc::get_mut(&mut list) {
+        let oversized = Self::oversized(list.capacity(), self.members.len());
+        match RArc::get_mut(&mut list).filter(|_| !oversized) {
             Some(reused) => {
                 reused.clear();
                 reused.extend_from_copy_slice(&self.members);
@@ -538,6 +565,7 @@ impl GroupTable {
         let started = thread_cpu_time();
         for group in &mut self.groups {
             if group.stale {
+                group.trim_excess();
                 group.republish();
                 group.revision += 1;
                 group.stale = false;
@@ -933,6 +961,43 @@ mod tests {
         let address = [7u8; 16];
         assert_eq!(a.hash(&address), b.hash(&address));
         assert_ne!(a.hash(&address), foldhash::fast::FixedState::default().hash_one(address));
+    }
+
+    #[test]
+    fn buffers_shrink_after_most_members_leave() {
+        let (start, view, mut table) = one_ready_group();
+        let announce_many =
+            |table: &mut GroupTable, indices: std::ops::Range<u32>, expires_s: i64| {
+                for index in indices {
+                    let mut address = [0u8; 16];
+                    address[10..12].copy_from_slice(&[0xff, 0xff]);
+                    address[12..].copy_from_slice(&index.to_be_bytes());
+                    let expires_at_us: i64 = expires_s * 1_000_000;
+                    let accepted =
+                        Accepted { group_index: 0, kind: Kind::Announce, address, expires_at_us };
+                    table.apply(&accepted, start, 0);
+                }
+            };
+        // 40 000 members, of which 30 000 leave at 1 s and 10 000 stay until 100 s.
+        announce_many(&mut table, 0..30_000, 1);
+        announce_many(&mut table, 30_000..40_000, 100);
+        table.publish();
+        let full = &table.groups[0];
+        assert!(full.members.capacity() >= 40_000 && full.positions.capacity() >= 40_000);
+        table.expire(start + Duration::from_secs(1));
+        table.publish();
+        // 10 000 left: refilled buffers keep at most a quarter more, and the reused lists
+        // are not the 40 000-member ones.
+        let group = &table.groups[0];
+        assert_eq!(group.members.len(), 10_000);
+        assert!(group.members.capacity() <= 12_500, "{}", group.members.capacity());
+        assert!(group.deadlines.capacity() <= 12_500);
+        assert!(group.positions.capacity() < 2 * 10_000 + TRIM_SLACK);
+        table.publish();
+        table.apply(&announce(1, 100_000_000), start, 0);
+        table.publish();
+        assert!(view.load().groups[0].members.capacity() < 2 * 10_000 + TRIM_SLACK);
+        assert_eq!(members_of(&view).len(), 10_001);
     }
 
     proptest::proptest! {
