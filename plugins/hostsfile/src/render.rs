@@ -135,8 +135,8 @@ pub struct SortScratch {
     v6: Vec<u128>,
 }
 
-/// Buffers kept between renders are shrunk when their capacity exceeds twice what is needed
-/// plus this many bytes: a group that shrank (or a burst) must not leave its high-water mark
+/// Buffers kept between renders are shrunk when their capacity exceeds one and a half times
+/// what is needed plus this many bytes: a group that shrank (or a burst) must not leave its high-water mark
 /// resident for months.
 const TRIM_SLACK_BYTES: usize = 64 * 1024;
 
@@ -144,7 +144,7 @@ const TRIM_SLACK_BYTES: usize = 64 * 1024;
 /// `TRIM_SLACK_BYTES`).
 pub fn trim_excess<T>(buffer: &mut Vec<T>, needed: usize) {
     let slack = TRIM_SLACK_BYTES / std::mem::size_of::<T>().max(1);
-    if buffer.capacity() > 2 * needed + slack {
+    if buffer.capacity() > needed + needed / 2 + slack {
         buffer.shrink_to(needed + needed / 4);
     }
 }
@@ -289,7 +289,7 @@ mod tests {
     fn kept_buffers_shrink_only_when_far_larger_than_needed() {
         let mut buffer: Vec<u8> = Vec::with_capacity(4 << 20);
         trim_excess(&mut buffer, 3 << 20);
-        assert!(buffer.capacity() >= 4 << 20, "within twice the need: kept");
+        assert!(buffer.capacity() >= 4 << 20, "within one and a half times the need: kept");
         trim_excess(&mut buffer, 1 << 20);
         assert!(buffer.capacity() <= (1 << 20) + (1 << 18), "{}", buffer.capacity());
         let mut small: Vec<u32> = Vec::with_capacity(1000);

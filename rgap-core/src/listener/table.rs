@@ -57,9 +57,11 @@ const MAX_SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
 /// A full group is warned about at most this often (its drops are counted every time).
 const GROUP_FULL_WARN_INTERVAL: Duration = Duration::from_secs(60);
-/// A group's buffers are given back when their capacity exceeds twice what its members need
-/// plus this many members' worth: a stall that let expiries fall behind, or a fleet that
-/// shrank, must not leave its high-water mark resident for months.
+/// A group's buffers are given back when their capacity exceeds one and a half times what
+/// its members need plus this many members' worth: a stall that let expiries fall behind, or
+/// a fleet that shrank, must not leave its high-water mark resident for months. (They are
+/// shrunk to a quarter more than needed, so they are not reallocated again before the group
+/// has changed by a fifth.)
 const TRIM_SLACK: usize = 4096;
 
 /// Under load the table wakes at most once per this long and takes everything queued, so
@@ -268,7 +270,7 @@ impl Group {
 
     /// Whether a buffer of `capacity` for `len` members is worth shrinking.
     fn oversized(capacity: usize, len: usize) -> bool {
-        capacity > 2 * len + TRIM_SLACK
+        capacity > len + len / 2 + TRIM_SLACK
     }
 
     /// Shrinks the group's own buffers when far larger than its members need (see
@@ -992,11 +994,11 @@ mod tests {
         assert_eq!(group.members.len(), 10_000);
         assert!(group.members.capacity() <= 12_500, "{}", group.members.capacity());
         assert!(group.deadlines.capacity() <= 12_500);
-        assert!(group.positions.capacity() < 2 * 10_000 + TRIM_SLACK);
+        assert!(group.positions.capacity() <= 15_000 + TRIM_SLACK);
         table.publish();
         table.apply(&announce(1, 100_000_000), start, 0);
         table.publish();
-        assert!(view.load().groups[0].members.capacity() < 2 * 10_000 + TRIM_SLACK);
+        assert!(view.load().groups[0].members.capacity() <= 15_000 + TRIM_SLACK);
         assert_eq!(members_of(&view).len(), 10_001);
     }
 
