@@ -484,9 +484,16 @@ fn plugin_metrics_appear_under_their_kind_and_follow_what_the_plugins_did() {
     // The testkit's own record agrees with what it exposed.
     let recorded = std::fs::read_to_string(&record).unwrap();
     assert_eq!(recorded.lines().filter(|l| l.starts_with("event join")).count(), 2);
-    // The hosts file counts its writes, and no failure.
+    // The hosts file counts its writes (it renders on its own thread, paced), and no failure.
     let writes = r#"rgap_plugin_hostsfile_writes_total{output="hostsfile#0"}"#;
-    assert!(seen.get(writes).is_some_and(|&n| n >= 1.0), "{seen:#?}");
+    let mut seen = seen;
+    assert!(
+        eventually(|| {
+            seen = metrics(http_port);
+            seen.get(writes).is_some_and(|&n| n >= 1.0)
+        }),
+        "{seen:#?}"
+    );
     let errors = r#"rgap_plugin_hostsfile_write_errors_total{output="hostsfile#0"}"#;
     assert_eq!(seen.get(errors), Some(&0.0), "{seen:#?}");
     let exposition = get(http_port, "/metrics").body;

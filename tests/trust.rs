@@ -145,10 +145,15 @@ impl RunningAgent {
     }
 
     fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_log_count(needle, 1)
+    }
+
+    /// Waits for the `count`-th line containing `needle`; returns it.
+    fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + WAIT;
         let mut state = self.log.lines.lock().unwrap();
         loop {
-            if let Some(line) = state.0.iter().find(|line| line.contains(needle)) {
+            if let Some(line) = state.0.iter().filter(|line| line.contains(needle)).nth(count - 1) {
                 return line.clone();
             }
             let now = Instant::now();
@@ -224,7 +229,9 @@ fn agent_joins_while_its_check_passes_leaves_when_it_fails_and_rejoins_after_ris
 
     std::fs::write(&up, "").unwrap();
     listener.wait_for_log_count(&joined("10.20.0.1"), 2);
-    // One INFO line per transition, none for the checks in between.
+    // One INFO line per transition, none for the checks in between (the agent's second one
+    // may reach the test's log reader after the listener's join).
+    agent.wait_for_log_count("healthy, announcing", 2);
     assert_eq!(agent.lines_with("healthy, announcing").len(), 2);
     assert_eq!(agent.lines_with("unhealthy, sending a leave").len(), 1);
     assert_eq!(listener.lines_with(&left("10.20.0.1")).len(), 1);

@@ -28,6 +28,9 @@ const BATCH: usize = 256;
 const SLOT: usize = 80;
 /// How often a blocked read wakes to look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// At most this many batches are read once stopped (more than a full receive buffer holds),
+/// so that a flood still arriving cannot hold the stop up.
+const DRAIN_BATCHES: usize = 256;
 /// Kernel receive buffer asked for, to ride out bursts while the thread is busy or pausing.
 const RECEIVE_BUFFER: usize = 32 << 20;
 /// After a read that did not fill a batch, the source pauses this long so that the next read
@@ -149,6 +152,13 @@ fn set_receive_buffer(socket: &Socket) {
     }
 }
 
+/// Whether a read waits for a first datagram (up to the socket's read timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    ForOne,
+    No,
+}
+
 /// Reusable buffers for `recvmmsg`: the datagram slots and the headers and iovecs that
 /// point at them, set up once (each lives in a box of its own, so the pointers stay valid
 /// when the batch moves). The raw pointers keep it on the thread that made it.
@@ -176,8 +186,12 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Reads up to `BATCH` datagrams, waiting for the first; returns how many.
-    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    /// Reads up to `BATCH` datagrams, waiting for the first or not; returns how many.
+    pub fn receive(&mut self, socket: &UdpSocket, wait: Wait) -> io::Result<usize> {
+        let flags = match wait {
+            Wait::ForOne => libc::MSG_WAITFORONE,
+            Wait::No => libc::MSG_DONTWAIT,
+        };
         debug_assert!(std::ptr::eq(self.headers[0].msg_hdr.msg_iov, &self.iovecs[0]));
         // SAFETY: the headers point at the iovecs, which point at the slots: all boxed,
         // owned by `self` and borrowed mutably for the call. The kernel sets `msg_len` and
@@ -187,7 +201,7 @@ impl RecvBatch {
                 socket.as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -221,11 +235,13 @@ pub struct Source {
 }
 
 impl Source {
-    /// Reads, checks and forwards until `stop` is set or the table has gone.
+    /// Reads, checks and forwards until `stop` is set or the table has gone; then takes
+    /// what the kernel still holds for the socket, so that stopping loses no datagram that
+    /// had already arrived.
     pub fn run(self) {
         let mut batch = RecvBatch::default();
         while !self.stop.load(Ordering::Relaxed) {
-            let received = match batch.receive(&self.socket) {
+            let received = match batch.receive(&self.socket, Wait::ForOne) {
                 Ok(received) => received,
                 Err(error) if is_transient(&error) => continue,
                 Err(error) => {
@@ -234,27 +250,39 @@ impl Source {
                     continue;
                 }
             };
-            let now_us = unix_micros(SystemTime::now());
-            let mut counts = BatchCounts { received: received as u64, ..BatchCounts::default() };
-            let mut accepted = self.spares.try_recv().unwrap_or_default();
-            accepted.reserve(received);
-            let checker = self.checker.load();
-            for index in 0..received {
-                match checker.check(batch.datagram(index), now_us) {
-                    Ok(announcement) => accepted.push(announcement),
-                    Err(reason) => counts.drop(reason),
-                }
-            }
-            drop(checker);
-            counts.accepted = accepted.len() as u64;
-            self.stats.add(&counts);
-            if !accepted.is_empty() && self.table.send(accepted).is_err() {
+            if !self.forward(&batch, received) {
                 return;
             }
             if received < BATCH {
                 std::thread::sleep(COALESCE);
             }
         }
+        for _ in 0..DRAIN_BATCHES {
+            match batch.receive(&self.socket, Wait::No) {
+                Ok(received @ 1..) if self.forward(&batch, received) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Checks the first `received` datagrams of `batch` and sends the accepted ones to the
+    /// table in one message; false if the table has gone.
+    fn forward(&self, batch: &RecvBatch, received: usize) -> bool {
+        let now_us = unix_micros(SystemTime::now());
+        let mut counts = BatchCounts { received: received as u64, ..BatchCounts::default() };
+        let mut accepted = self.spares.try_recv().unwrap_or_default();
+        accepted.reserve(received);
+        let checker = self.checker.load();
+        for index in 0..received {
+            match checker.check(batch.datagram(index), now_us) {
+                Ok(announcement) => accepted.push(announcement),
+                Err(reason) => counts.drop(reason),
+            }
+        }
+        drop(checker);
+        counts.accepted = accepted.len() as u64;
+        self.stats.add(&counts);
+        accepted.is_empty() || self.table.send(accepted).is_ok()
     }
 }
 
