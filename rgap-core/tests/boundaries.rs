@@ -1,7 +1,8 @@
 //! Where the checks and the group table draw their lines, through the public API as the
 //! listener wires them: a datagram checked by the [`Checker`] and applied by the table thread
 //! ([`run_table`]), with the events the plugins would receive; and the table alone on a clock
-//! the test drives, for replay tombstones, duplicates and the full-group warning.
+//! the test drives, for replay tombstones, duplicates, the full-group warning, when it
+//! publishes and wakes, its counters, and a reload's groups.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -99,11 +100,18 @@ struct Driven {
 
 impl Driven {
     fn new(max_members: Option<u32>) -> Driven {
+        Driven::with(&[GroupConfig { max_members, ..config() }])
+    }
+
+    fn with(configs: &[GroupConfig]) -> Driven {
         let start = Instant::now();
         let view = shared_view(GroupsView::default());
-        let configs = [GroupConfig { max_members, ..config() }];
-        let table = GroupTable::new(&configs, start, view.clone());
+        let table = GroupTable::new(configs, start, view.clone());
         Driven { start, view, table }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
     }
 
     /// Applies a datagram of `kind` for 10.0.0.`octet` stamped `stamped_s`, arriving at
@@ -253,4 +261,108 @@ fn every_join_and_leave_moves_the_membership_revision_forward() {
     seen.push(revision(&mut table));
     assert!(seen[0] < seen[1] && seen[1] == seen[2], "{seen:?}");
     assert!(seen[2] < seen[3] && seen[3] < seen[4], "{seen:?}");
+}
+
+#[test]
+fn joins_publish_at_once_and_refreshes_wait_their_interval() {
+    let mut table = Driven::new(None);
+    // Seconds after the start: any pause the publish pacer took after the first publish
+    // (at most 250 ms) is over.
+    table.apply(1, Kind::Announce, 1, 1);
+    assert!(table.table.publish_due(table.at(1_000)), "a join waits for nothing");
+    table.table.publish();
+    assert!(!table.table.publish_due(table.at(1_000)), "nothing left to publish");
+    // A refresh moves only an expiry: published REFRESH_PUBLISH_INTERVAL later, and the table
+    // wakes for it then (the member's expiry is later still).
+    table.apply(2, Kind::Announce, 1, 2);
+    let interval = rgap_core::listener::REFRESH_PUBLISH_INTERVAL;
+    assert_eq!(table.table.next_wakeup(), Some(table.at(2_000) + interval));
+    assert!(!table.table.publish_due(table.at(2_000)));
+    assert!(!table.table.publish_due(table.at(2_000) + interval - Duration::from_millis(1)));
+    assert!(table.table.publish_due(table.at(2_000) + interval));
+}
+
+#[test]
+fn the_table_thread_publishes_while_it_runs_not_only_when_it_stops() {
+    let configs = [config()];
+    let view = shared_view(GroupsView::default());
+    let table = GroupTable::new(&configs, Instant::now(), view.clone());
+    let (input, batches) = crossbeam_channel::unbounded();
+    let (_control_sender, control) = crossbeam_channel::unbounded();
+    let (spares, _spare_batches) = crossbeam_channel::unbounded();
+    let thread = std::thread::spawn(move || {
+        let stats = ListenerStats::default();
+        run_table(table, batches, control, spares, &stats, |_: &[Event]| {});
+    });
+    let now = unix_micros(SystemTime::now());
+    let checker = Checker::new(&configs);
+    input.send(vec![checker.check(&stamped("10.0.0.3", now), now).unwrap()]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while view.load().groups[0].members.is_empty() {
+        assert!(Instant::now() < deadline, "the join was not published while running");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(input);
+    thread.join().unwrap();
+}
+
+#[test]
+fn counters_count_each_group_and_follow_a_reload() {
+    let second = GroupConfig { id: 2000, ..config() };
+    let mut table = Driven::with(&[config(), second.clone()]);
+    table.apply(1, Kind::Announce, 1, 1);
+    table.apply(1, Kind::Announce, 1, 1); // a repeat: stale, but it passed the checks
+    table.apply(1, Kind::Announce, 2, 1);
+    table.expire(20);
+    let counts = |table: &Driven| -> Vec<(u64, u64, u64, u64)> {
+        let counters = table.table.counters().load();
+        counters.iter().map(|c| c.read()).map(|c| (c.id, c.accepted, c.joins, c.leaves)).collect()
+    };
+    // Accepted: all three reached the group; both members joined, then expired.
+    assert_eq!(counts(&table), vec![(GROUP, 3, 2, 2), (2000, 0, 0, 0)]);
+    // Group 1000 dropped by a reload: only group 2000's counters are listed.
+    table.table.reconfigure(&[(1, second)], table.at(2_000));
+    assert_eq!(counts(&table), vec![(2000, 0, 0, 0)]);
+}
+
+#[test]
+fn a_reload_keeps_the_members_of_kept_groups_and_removes_the_others() {
+    let second = GroupConfig { id: 2000, ..config() };
+    let mut table = Driven::with(&[config(), second.clone()]);
+    table.apply(1, Kind::Announce, 1, 1);
+    let mut in_second = Accepted {
+        group_index: 1,
+        kind: Kind::Announce,
+        address: [0; 16],
+        expires_at_us: WALL + 11_000_000,
+    };
+    in_second.address[15] = 9;
+    table.table.apply(&in_second, table.at(1_000), WALL + 1_000_000);
+    table.table.publish();
+    // Group 1000 (slot 0) kept, group 2000 (slot 1) removed.
+    table.table.reconfigure(&[(0, config())], table.at(2_000));
+    table.table.publish();
+    let view = table.view.load();
+    let groups: Vec<(u64, usize)> = view.groups.iter().map(|g| (g.id, g.members.len())).collect();
+    assert_eq!(groups, vec![(GROUP, 1)]);
+    assert_eq!(table.table.member_count(), 1);
+}
+
+#[test]
+fn a_reload_sets_a_new_readiness_delay_counted_from_when_the_group_was_configured() {
+    let waiting = GroupConfig { readiness_delay: GoDuration(Duration::from_secs(60)), ..config() };
+    let mut table = Driven::with(&[waiting]);
+    let ready = |table: &mut Driven| {
+        table.table.publish();
+        table.view.load().groups[0].ready
+    };
+    assert!(!ready(&mut table));
+    // 30 s from the start: not ready at 1 s...
+    let shorter = GroupConfig { readiness_delay: GoDuration(Duration::from_secs(30)), ..config() };
+    table.table.reconfigure(&[(0, shorter.clone())], table.at(1_000));
+    assert!(!ready(&mut table));
+    table.table.mark_ready(table.at(29_999));
+    assert!(!ready(&mut table));
+    table.table.mark_ready(table.at(30_000));
+    assert!(ready(&mut table));
 }
