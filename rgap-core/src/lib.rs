@@ -14,5 +14,5 @@ pub mod observe;
 pub mod plugin_host;
 pub mod protocol;
 pub mod psk;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod validate;
