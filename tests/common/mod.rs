@@ -78,20 +78,36 @@ pub fn finish(mut command: Command) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// A free UDP port on loopback (bound and released; good enough for tests).
+/// A port that is free for UDP and TCP on loopback, for a listener to bind.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), so that no socket bound to port
+/// 0 (a test's sender, a client) can be handed the same port between this check and the
+/// listener's bind; each test process starts at its own offset and counts up.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// A free TCP+UDP port on loopback, for servers that bind both.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    free_udp_port()
 }
 
 /// A signed announcement of `ip` in `group`, stamped now.
