@@ -163,8 +163,19 @@ impl GroupConfig {
 #[serde(deny_unknown_fields)]
 pub struct OutputEntry {
     pub kind: String,
-    #[serde(default)]
-    pub spec: serde_yaml::Value,
+    /// The spec as YAML text ("" when absent), for the plugin to decode. Kept as text, not
+    /// as a parsed value, because the running config is held for reloads: with 10 000
+    /// mappings a `serde_yaml::Value` costs about 450 bytes each, the text about 40.
+    #[serde(default, rename = "spec", deserialize_with = "spec_as_text")]
+    pub spec_yaml: String,
+}
+
+fn spec_as_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match serde_yaml::Value::deserialize(deserializer)? {
+        serde_yaml::Value::Null => Ok(String::new()),
+        // Re-serialising a value that was just parsed cannot fail.
+        spec => Ok(serde_yaml::to_string(&spec).unwrap_or_default()),
+    }
 }
 
 /// A config that could not be used; `Display` is the whole one-line message.
@@ -314,11 +325,7 @@ impl Config {
             .iter()
             .map(|output| OutputConfig {
                 kind: output.kind.clone(),
-                spec_yaml: match &output.spec {
-                    serde_yaml::Value::Null => String::new(),
-                    // Re-serialising a value that was just parsed cannot fail.
-                    spec => serde_yaml::to_string(spec).unwrap_or_default(),
-                },
+                spec_yaml: output.spec_yaml.clone(),
             })
             .collect()
     }
