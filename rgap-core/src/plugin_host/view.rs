@@ -30,18 +30,17 @@ pub struct GroupsView {
 }
 
 impl GroupsView {
-    /// Borrowed FFI snapshots of every group, valid while `self` lives.
-    pub fn snapshots(&self) -> Vec<GroupSnapshot<'_>> {
-        self.groups
-            .iter()
-            .map(|group| GroupSnapshot {
-                id: group.id,
-                ready: group.ready,
-                revision: group.revision,
-                membership_revision: group.membership_revision,
-                members: &group.members,
-            })
-            .collect()
+    /// Borrowed FFI snapshots of every group, valid while `self` lives, into `snapshots`
+    /// (emptied first, its memory reused).
+    pub fn snapshots_into<'a>(&'a self, snapshots: &mut Vec<GroupSnapshot<'a>>) {
+        snapshots.clear();
+        snapshots.extend(self.groups.iter().map(|group| GroupSnapshot {
+            id: group.id,
+            ready: group.ready,
+            revision: group.revision,
+            membership_revision: group.membership_revision,
+            members: &group.members,
+        }));
     }
 }
 
