@@ -74,21 +74,23 @@ impl OutputPlugin for LogOutput {
     fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
         let mut shared = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
         // Groups come in config order every time, so the copy to reuse is at the same
-        // position: no lookup, and only groups whose revision moved are copied again.
-        let previous = std::mem::take(&mut shared.groups);
-        let mut previous = previous.into_iter();
-        shared.groups = groups
-            .iter()
-            .map(|group| match previous.next() {
-                Some(copy) if copy.id == group.id && copy.revision == group.revision => copy,
-                _ => GroupCopy {
-                    id: group.id,
-                    ready: group.ready,
-                    revision: group.revision,
-                    members: group.share_members(),
-                },
-            })
-            .collect();
+        // position: no lookup, and only groups whose revision moved are copied again, in
+        // place (a new list of 10 000 groups at each change would be 400 KB to map).
+        let copy_of = |group: &GroupSnapshot<'_>| GroupCopy {
+            id: group.id,
+            ready: group.ready,
+            revision: group.revision,
+            members: group.share_members(),
+        };
+        if shared.groups.len() == groups.len() {
+            for (copy, group) in shared.groups.iter_mut().zip(groups) {
+                if copy.id != group.id || copy.revision != group.revision {
+                    *copy = copy_of(group);
+                }
+            }
+        } else {
+            shared.groups = groups.iter().map(copy_of).collect();
+        }
         Ok(())
     }
 
