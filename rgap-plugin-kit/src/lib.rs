@@ -6,3 +6,4 @@
 //! against when it is loaded.
 
 pub mod pacing;
+pub mod process;

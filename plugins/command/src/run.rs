@@ -4,33 +4,26 @@
 //!
 //! A single loop polls the pipes (non-blocking, so a child that never reads its input or a
 //! grandchild that keeps a pipe open cannot block us) and checks every few milliseconds
-//! whether the process has exited. The exit is observed with `waitid(WNOWAIT)`, which leaves
-//! the process a zombie until we reap it at the end: its pid, and so its process group id,
-//! cannot be reused meanwhile, so killing the group never hits a stranger.
+//! whether the process has exited (how, and how its group is killed, is
+//! `rgap_plugin_kit::process`'s).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use rgap_plugin_api::duration::GoDuration;
+use rgap_plugin_kit::process::GroupLeader;
+pub use rgap_plugin_kit::process::{Outcome, STOP_GRACE};
 
 use crate::escape::escape_controls;
 
-/// Once the listener stops, a running command gets this long (or what is left of its
-/// timeout, if less) before its process group is killed: stop stays well within the
-/// host's own grace for an output, and no command outlives the listener.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the loop checks for the exit, the deadlines and a stop request.
 const TICK: u16 = 10;
 /// A longer line is logged in pieces of this size.
@@ -57,19 +50,6 @@ pub struct Attempt<'a> {
     pub stop: &'a AtomicBool,
 }
 
-/// How an attempt ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The process exited (or was killed by someone else) with this status.
-    Exited(ExitStatus),
-    /// It ran past `timeout`; its process group was killed.
-    TimedOut,
-    /// It ran past [`STOP_GRACE`] after the listener began to stop; its group was killed.
-    Interrupted,
-    /// It could not be started (not found, not executable...).
-    NotStarted(io::Error),
-}
-
 impl Attempt<'_> {
     /// Runs the command once, to the end; never waits longer than the timeout plus the
     /// wait delay (or [`STOP_GRACE`] once stopping).
@@ -88,11 +68,11 @@ impl Attempt<'_> {
             // the orphan reaper (see `reaper`) knows it for one that we wait for ourselves.
             .process_group(0)
             .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
+        let mut leader = match spawned {
+            Ok(child) => GroupLeader::new(child),
             Err(error) => return Outcome::NotStarted(error),
         };
-        let pid = Pid::from_raw(child.id() as i32);
+        let child = leader.child_mut();
         let started = Instant::now();
         let mut input = Input {
             pipe: child.stdin.take().map(|pipe| nonblocking(pipe.into())),
@@ -112,7 +92,7 @@ impl Attempt<'_> {
         let mut killed: Option<Outcome> = None;
         loop {
             let now = Instant::now();
-            if exited_at.is_none() && has_exited(pid) {
+            if exited_at.is_none() && leader.has_exited() {
                 exited_at = Some(now);
             }
             if stop_deadline.is_none() && self.stop.load(Ordering::Relaxed) {
@@ -121,10 +101,10 @@ impl Attempt<'_> {
             match exited_at {
                 None if killed.is_none() => {
                     if now >= started + self.timeout {
-                        kill_group(pid);
+                        kill_group(&leader);
                         killed = Some(Outcome::TimedOut);
                     } else if stop_deadline.is_some_and(|deadline| now >= deadline) {
-                        kill_group(pid);
+                        kill_group(&leader);
                         killed = Some(Outcome::Interrupted);
                     }
                 }
@@ -165,30 +145,13 @@ impl Attempt<'_> {
         drop(input);
         drop(streams);
         // The process has exited (seen above), so this only reaps it.
-        let status = child.wait();
-        match (killed, status) {
-            (Some(outcome), _) => outcome,
-            (None, Ok(status)) => Outcome::Exited(status),
-            (None, Err(error)) => Outcome::NotStarted(error),
-        }
+        leader.reap(killed)
     }
 }
 
-/// Whether the process has exited, without reaping it (see the module comment).
-fn has_exited(pid: Pid) -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    match waitid(Id::Pid(pid), flags) {
-        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => false,
-        // Exited, or (ECHILD) already reaped: either way there is nothing left to wait for.
-        Ok(_) | Err(_) => true,
-    }
-}
-
-fn kill_group(pid: Pid) {
-    if let Err(error) = killpg(pid, Signal::SIGKILL) {
-        if error != Errno::ESRCH {
-            tracing::warn!("cannot kill process group {pid}: {error}");
-        }
+fn kill_group(leader: &GroupLeader) {
+    if let Err(error) = leader.kill_group() {
+        tracing::warn!("cannot kill a command's process group: {error}");
     }
 }
 

@@ -6,42 +6,21 @@
 //! behind holding its stdout (as `haproxy -D` can) then cannot keep us waiting for an end of
 //! file that never comes. We only wait for the process itself.
 //!
-//! The process is polled with `waitid(WNOWAIT)`, which leaves it a zombie until it is reaped
-//! at the end: its pid, and so its process group id, cannot be reused meanwhile, so killing
-//! the group never hits a stranger.
+//! The process group, the exit polling and the kill are `rgap_plugin_kit::process`'s.
 
 use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io::{Read, Seek};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
-
-/// Once the listener stops, a running command gets this long (or what is left of its
-/// timeout, if less) before its group is killed, so stop stays within the host's grace.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+use rgap_plugin_kit::process::GroupLeader;
+pub(crate) use rgap_plugin_kit::process::{Outcome, STOP_GRACE};
 /// How often the exit, the deadline and a stop request are checked.
 const TICK: Duration = Duration::from_millis(5);
 /// The most of each output stream kept for the log.
 const MAX_OUTPUT: u64 = 8 * 1024;
-
-/// How a command ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// It exited (or was killed by someone else) with this status.
-    Exited(ExitStatus),
-    /// It ran past its timeout; its process group was killed.
-    TimedOut,
-    /// It ran past [`STOP_GRACE`] after the listener began to stop; its group was killed.
-    Interrupted,
-    /// It could not be started (not found, not executable...).
-    NotStarted(io::Error),
-}
 
 /// What a command did and said.
 #[derive(Debug)]
@@ -53,7 +32,7 @@ pub(crate) struct Finished {
 
 impl Finished {
     pub fn succeeded(&self) -> bool {
-        matches!(self.outcome, Outcome::Exited(status) if status.success())
+        self.outcome.succeeded()
     }
 
     /// What went wrong, for the log: "exit status: 1", "timed out after 30s"...
@@ -102,54 +81,32 @@ pub(crate) fn run(argv: &[String], timeout: Duration, stop: &AtomicBool) -> Fini
             .process_group(0)
             .spawn()
     })();
-    let mut child = match spawned {
-        Ok(child) => child,
+    let leader = match spawned {
+        Ok(child) => GroupLeader::new(child),
         Err(error) => return not_started(error),
     };
-    let pid = Pid::from_raw(child.id() as i32);
     let started = Instant::now();
     let mut deadline = started + timeout;
     let mut stopping = false;
     let mut killed = None;
-    while !has_exited(pid) {
+    while !leader.has_exited() {
         let now = Instant::now();
         if !stopping && stop.load(Ordering::Relaxed) {
             stopping = true;
             deadline = deadline.min(now + STOP_GRACE);
         }
         if now >= deadline {
-            kill_group(pid);
+            if let Err(error) = leader.kill_group() {
+                tracing::warn!("cannot kill a command's process group: {error}");
+            }
             killed = Some(if stopping { Outcome::Interrupted } else { Outcome::TimedOut });
             break;
         }
         std::thread::sleep(TICK.min(deadline - now));
     }
     // Exited (seen above) or killed: this only reaps it.
-    let status = child.wait();
-    let outcome = match (killed, status) {
-        (Some(outcome), _) => outcome,
-        (None, Ok(status)) => Outcome::Exited(status),
-        (None, Err(error)) => Outcome::NotStarted(error),
-    };
+    let outcome = leader.reap(killed);
     Finished { outcome, stdout: read_start(&mut stdout), stderr: read_start(&mut stderr) }
-}
-
-/// Whether the process has exited, without reaping it (see the module comment).
-fn has_exited(pid: Pid) -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    match waitid(Id::Pid(pid), flags) {
-        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => false,
-        // Exited, or (ECHILD) already reaped: either way there is nothing left to wait for.
-        Ok(_) | Err(_) => true,
-    }
-}
-
-fn kill_group(pid: Pid) {
-    if let Err(error) = killpg(pid, Signal::SIGKILL) {
-        if error != Errno::ESRCH {
-            tracing::warn!("cannot kill process group {pid}: {error}");
-        }
-    }
 }
 
 /// The first [`MAX_OUTPUT`] bytes written to `file`, as text.
@@ -165,6 +122,9 @@ fn read_start(file: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::Signal;
+    use nix::unistd::Pid;
+    use std::io;
 
     fn sh(script: &str, timeout: Duration) -> Finished {
         let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
