@@ -11,6 +11,7 @@ use sha2::Sha256;
 
 mod common;
 
+use common::vectors::vector_field;
 use common::{finish, rgap_command};
 
 const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
@@ -227,36 +228,11 @@ fn one_shot_that_reaches_nobody_fails() {
     assert!(stderr.lines().last().unwrap().starts_with("error: "), "{stderr}");
 }
 
-/// Reads one `key=value` of a `[section]` in the shared Go test vectors.
-fn go_vector_field(section: &str, key: &str) -> String {
-    // As in rgap-core's vector tests: $RGAP_VECTORS, the shared file, the testdata copy.
-    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/announcements.txt");
-    let path = std::env::var("RGAP_VECTORS").unwrap_or_else(|_| {
-        if std::path::Path::new(shared).is_file() {
-            shared.to_owned()
-        } else {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors/announcements.txt").to_owned()
-        }
-    });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut in_section = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_section = line == format!("[{section}]");
-        } else if let Some(value) = line.strip_prefix(&format!("{key}=")) {
-            if in_section {
-                return value.to_string();
-            }
-        }
-    }
-    panic!("{path}: no {key} in [{section}]")
-}
-
 #[test]
 fn layout_matches_the_go_agent() {
     let section = "valid go-agent-ipv4";
-    let psk = go_vector_field(section, "psk");
-    let go_packet = hex::decode(go_vector_field(section, "packet")).unwrap();
+    let psk = vector_field("announcements.txt", section, "psk");
+    let go_packet = hex::decode(vector_field("announcements.txt", section, "packet")).unwrap();
     // The independent signer reproduces the Go agent's packet from its own header...
     assert_eq!(sign(&psk, &go_packet[..34]), &go_packet[34..]);
     let go = verify(&psk, &go_packet);

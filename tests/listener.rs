@@ -14,18 +14,6 @@ use sha2::Sha256;
 
 const EVENTLOG: &str = "- kind: eventlog\n";
 
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn joined(ip: &str) -> String {
-    format!("host {ip} has joined group 1000")
-}
-
-fn left(ip: &str) -> String {
-    format!("host {ip} has left group 1000")
-}
-
 /// A datagram with any version, signed correctly with `psk`.
 fn signed_with_version(version: u16, ip: [u8; 4], psk: &str) -> Vec<u8> {
     let mut datagram = announcement(1000, &std::net::Ipv4Addr::from(ip).to_string(), psk).to_vec();

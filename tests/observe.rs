@@ -24,10 +24,6 @@ fn config_with_http(port: u16, http_port: u16, group_extra: &str, outputs: &str)
     format!("{}http:\n  listen: 127.0.0.1:{http_port}\n", config(port, group_extra, outputs))
 }
 
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// One HTTP answer: status, headers we look at, body.
 struct Answer {
     status: u16,

@@ -6,13 +6,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
+use common::vectors::vector_field;
 use common::*;
 use hmac::{Hmac, Mac};
 use nix::sys::signal::Signal;
@@ -23,18 +23,6 @@ const EVENTLOG: &str = "- kind: eventlog\n";
 /// A second group whose joins show that everything sent before them has been dealt with.
 const MARKER_GROUP: u64 = 2000;
 const OTHER_PSK: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn joined(ip: &str) -> String {
-    format!("host {ip} has joined group 1000")
-}
-
-fn left(ip: &str) -> String {
-    format!("host {ip} has left group 1000")
-}
 
 fn now_us() -> i64 {
     unix_micros(SystemTime::now())
@@ -681,28 +669,6 @@ fn psk_and_psk_file_together_or_a_bad_key_file_are_start_errors() {
 
 // ---------------------------------------------------------------------------------------
 // Mixed fleets.
-
-/// Reads one `key=value` of a `[section]` in the shared vectors (or the testdata copy).
-fn vector_field(file: &str, section: &str, key: &str) -> String {
-    let shared = format!("{}/../shared/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
-    let path = if Path::new(&shared).is_file() {
-        shared
-    } else {
-        format!("{}/testdata/vectors/{file}", env!("CARGO_MANIFEST_DIR"))
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut in_section = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_section = line == format!("[{section}]");
-        } else if let Some(value) = line.strip_prefix(&format!("{key}=")) {
-            if in_section {
-                return value.to_string();
-            }
-        }
-    }
-    panic!("{path}: no {key} in [{section}]")
-}
 
 #[test]
 fn the_go_agents_announcement_is_still_accepted() {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
+pub mod vectors;
+
 /// The PSK of the seed README's example.
 pub const PSK: &str = "8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431";
 /// Generous: CI machines are slow, and every wait ends as soon as its condition holds.
@@ -366,4 +368,19 @@ pub fn config(port: u16, group_extra: &str, outputs: &str) -> String {
     format!(
         "listen:\n- 127.0.0.1:{port}\ngroups:\n- id: 1000\n  psk: {PSK}\n{group_extra}outputs:\n{outputs}"
     )
+}
+
+/// 127.0.0.1 at `port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The eventlog output's line for `ip` joining group 1000.
+pub fn joined(ip: &str) -> String {
+    format!("host {ip} has joined group 1000")
+}
+
+/// The eventlog output's line for `ip` leaving group 1000.
+pub fn left(ip: &str) -> String {
+    format!("host {ip} has left group 1000")
 }
