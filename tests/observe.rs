@@ -648,36 +648,35 @@ fn members_to_file(args: &[&str]) -> String {
 
 #[test]
 fn members_pages_list_a_group_of_thousands_each_member_once_in_order() {
-    let (listener, http_port, sent) = listener_with_many_members(3_000);
+    // More than one reply lists without `limit` (10 000).
+    let (listener, http_port, sent) = listener_with_many_members(10_500);
     let in_1000: Vec<(u64, IpAddr)> = sent.iter().copied().filter(|(g, _)| *g == 1000).collect();
 
-    // One group, by address: 3 000 in pages of 700 is five pages, the last of 200.
-    let (served, groups, pages) = follow_pages(http_port, "group=1000", 700);
+    // One group, by address: 10 500 in pages of 1 000 is eleven pages, the last of 500.
+    let (served, groups, pages) = follow_pages(http_port, "group=1000", 1_000);
     assert_eq!(served.len(), in_1000.len());
     assert!(served == in_1000, "not each member once in numeric order: {served:?}");
-    assert_eq!(pages, 5);
+    assert_eq!(pages, 11);
     assert!(groups.iter().all(|&id| id == 1000), "{groups:?}");
 
     // Every group: the pages end mid-group and at a group's end; the empty group 1002 is
     // listed once, when paging reaches it.
-    for limit in [1_000, 1_001, 3_000] {
+    for limit in [2_000, 3_501, 10_000] {
         let (served, groups, _) = follow_pages(http_port, "", limit);
         assert!(served == sent, "limit {limit}: not each member once in order: {served:?}");
         assert_eq!(groups.iter().filter(|&&id| id == 1002).count(), 1, "{groups:?}");
     }
 
-    // Without limit: the whole reply as before paging, without `next`.
-    let whole = json_of(http_port, "/v1/members");
-    assert!(whole.get("next").is_none(), "an unpaged reply has no next");
-    let listed: usize = whole["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["members"].as_array().unwrap().len())
-        .sum();
-    assert_eq!(listed, sent.len());
+    // Without limit: refused past 10 000, saying how to page; whole (without `next`) below.
+    let refused = get(http_port, "/v1/members");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.starts_with("10503 members are more than one reply"), "{}", refused.body);
+    assert!(refused.body.contains("limit=N"), "{}", refused.body);
+    let whole = json_of(http_port, "/v1/members?group=1001");
+    assert!(whole.get("next").is_none(), "an unpaged reply has no next: {whole}");
+    assert_eq!(whole["groups"][0]["members"].as_array().unwrap().len(), 3);
 
-    // `rgap members` follows the pages (of 1 000) and prints every member once, in order.
+    // `rgap members` follows the pages (of 10 000) and prints every member once, in order.
     let url = format!("http://127.0.0.1:{http_port}");
     let json: serde_json::Value =
         serde_json::from_str(&members_to_file(&["members", "--url", &url, "--json"])).unwrap();

@@ -11,13 +11,13 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
-use super::members::MembersReply;
+use super::members::{MembersReply, MAX_PAGE};
 
 /// Each exchange (connect and the first page, or one later page) must end within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Members asked for a page: far below the endpoint's limit, so that a page comes back
-/// quickly however large the table.
-pub const PAGE: usize = 1_000;
+/// Members asked for a page: the most the endpoint gives (picking a page costs a pass over
+/// the group whatever its size, so fewer, larger pages are quicker in all).
+const PAGE: usize = MAX_PAGE;
 
 /// Why no member list came back; `Display` is one line for the operator.
 #[derive(Debug)]
@@ -85,7 +85,9 @@ pub fn fetch_members(base: &str, group: Option<u64>) -> Result<MembersReply, Cli
             path += &format!("&group={id}");
         }
         if let Some(after) = after {
-            path += &format!("&after={after}");
+            // Whatever the server sent as `next`, it goes back as one query value.
+            path += "&after=";
+            path.extend(form_urlencoded::byte_serialize(after.as_bytes()));
         }
         path
     };

@@ -3,14 +3,14 @@
 //! groups by id and members by address in numeric order, whole or a page at a time; and the
 //! table `rgap members` prints from it.
 //!
-//! A reply lists at most [`MAX_PAGE`] members, so what one request costs does not grow with
-//! the table: a page is chosen in one pass over each group's members keeping only the page's
-//! worth (no copy or sort of a whole group), and a reply without `limit` that would list more
-//! is refused, pointing to paging.
+//! A reply lists at most [`MAX_PAGE`] members, so the memory one request takes does not grow
+//! with the table: a page is chosen in one pass over each group's members keeping only the
+//! page's worth (no copy or sort of a whole group), and a reply without `limit` that would
+//! list more is refused, pointing to paging.
 
 use std::collections::BinaryHeap;
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use rgap_plugin_api::Member;
 
 /// Most members one reply lists (about 1 MB of JSON): the largest `limit`, and the most a
 /// reply without `limit` may hold.
-pub const MAX_PAGE: usize = 10_000;
+pub(crate) const MAX_PAGE: usize = 10_000;
 
 /// The whole reply, or one page of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,25 +152,54 @@ fn first_after(
     after: Option<IpAddr>,
     count: usize,
 ) -> (Vec<(IpAddr, i64)>, bool) {
-    let mut kept: BinaryHeap<(IpAddr, i64)> = BinaryHeap::with_capacity(count.min(members.len()));
+    let after = after.map(key_of);
+    let mut kept: BinaryHeap<(OrderKey, i64)> = BinaryHeap::with_capacity(count.min(members.len()));
     let mut more = false;
     for member in members {
-        let ip = member.ip();
-        if after.is_some_and(|after| ip <= after) {
+        let key = order_key(&member.address);
+        if after.is_some_and(|after| key <= after) {
             continue;
         }
         if kept.len() < count {
-            kept.push((ip, member.expires_at_unix_us));
+            kept.push((key, member.expires_at_unix_us));
             continue;
         }
         more = true;
         if let Some(mut largest) = kept.peek_mut() {
-            if ip < largest.0 {
-                *largest = (ip, member.expires_at_unix_us);
+            if key < largest.0 {
+                *largest = (key, member.expires_at_unix_us);
             }
         }
     }
-    (kept.into_sorted_vec(), more)
+    let kept = kept.into_sorted_vec().into_iter().map(|(key, at)| (ip_of(key), at)).collect();
+    (kept, more)
+}
+
+/// A place in address order, as `IpAddr` orders addresses (IPv4 before IPv6, each
+/// numerically) but cheaper to compare than building one per member: whether it is IPv6,
+/// and the 128 bits of its (IPv4-mapped) address.
+type OrderKey = (bool, u128);
+
+/// The key of a member's address (IPv4-mapped for IPv4, as [`Member::ip`] reads it).
+fn order_key(address: &[u8; 16]) -> OrderKey {
+    let bits = u128::from_be_bytes(*address);
+    (bits >> 32 != 0xffff, bits)
+}
+
+fn key_of(ip: IpAddr) -> OrderKey {
+    match ip {
+        IpAddr::V4(v4) => order_key(&v4.to_ipv6_mapped().octets()),
+        // Even `::ffff:a.b.c.d`: as an `IpAddr::V6` it comes after every IPv4 address.
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+fn ip_of((v6, bits): OrderKey) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(bits))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(bits as u32))
+    }
 }
 
 fn entry(ip: IpAddr, expires_at_us: i64, now_us: i64) -> MemberEntry {
@@ -371,6 +400,42 @@ mod tests {
     }
 
     #[test]
+    fn order_keys_order_addresses_as_ip_addr_does() {
+        let mut ips: Vec<IpAddr> = [
+            "::",
+            "::1",
+            "::ffff:0.0.0.1",
+            "::ffff:255.255.255.255",
+            "0.0.0.0",
+            "0.0.0.1",
+            "10.0.0.9",
+            "10.0.0.10",
+            "255.255.255.255",
+            "2001:db8::1",
+            "fe80::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::fffe:1.2.3.4",
+            "::1:ffff:1.2.3.4",
+        ]
+        .iter()
+        .map(|ip| ip.parse().unwrap())
+        .collect();
+        ips.sort();
+        let mut by_key = ips.clone();
+        by_key.sort_by_key(|ip| key_of(*ip));
+        assert_eq!(by_key, ips);
+        for ip in &ips {
+            let canonical = ip.to_canonical();
+            let wire = match canonical {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            assert_eq!(order_key(&wire), key_of(canonical), "{ip}");
+            assert_eq!(ip_of(key_of(canonical)), canonical, "{ip}");
+        }
+    }
+
+    #[test]
     fn a_group_without_members_is_listed_once_when_paging_reaches_it() {
         let view = GroupsView { groups: vec![scattered(1, 2), group(5, vec![]), scattered(9, 2)] };
         let now = UNIX_EPOCH + Duration::from_secs(10);
@@ -399,5 +464,65 @@ mod tests {
         // One group of it is few enough.
         let only = MembersQuery { group: Some(2), page: None };
         assert_eq!(reply(&over, &only, now).unwrap().groups[0].members.len(), 4_001);
+    }
+}
+
+/// The figure in README's Monitoring section: run with
+/// `cargo test --release -p rgap-core --lib a_million -- --ignored --nocapture`.
+#[cfg(test)]
+mod million {
+    use super::*;
+    use abi_stable::std_types::{RArc, RVec};
+    use std::time::Instant;
+
+    #[test]
+    #[ignore = "a measurement: slow unless built with --release"]
+    fn a_million_members_in_one_group_page_through_each_once_in_order() {
+        // Distinct addresses in no order (multiplying by an odd number permutes u32).
+        let members: Vec<Member> = (0..1_000_000u32)
+            .map(|i| Member {
+                address: Ipv4Addr::from(i.wrapping_mul(2_654_435_761)).to_ipv6_mapped().octets(),
+                expires_at_unix_us: 20_000_000,
+            })
+            .collect();
+        let view = GroupsView {
+            groups: vec![GroupState {
+                id: 1,
+                ready: true,
+                revision: 1,
+                membership_revision: 1,
+                members: RArc::new(RVec::from(members)),
+            }],
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(10);
+        for limit in [1_000, MAX_PAGE] {
+            let (mut after, mut pages, mut slowest, mut largest) = (None, 0, Duration::ZERO, 0);
+            let mut previous: Option<IpAddr> = None;
+            let mut listed = 0;
+            let start = Instant::now();
+            loop {
+                let query = MembersQuery { group: Some(1), page: Some(Page { limit, after }) };
+                let began = Instant::now();
+                let page = reply(&view, &query, now).unwrap();
+                let json = page.to_json();
+                slowest = slowest.max(began.elapsed());
+                largest = largest.max(json.len());
+                pages += 1;
+                for member in &page.groups[0].members {
+                    let ip: IpAddr = member.address.parse().unwrap();
+                    assert!(previous.is_none_or(|p| p < ip), "{previous:?} then {ip}");
+                    previous = Some(ip);
+                    listed += 1;
+                }
+                let Some(next) = page.next else { break };
+                after = Some(Cursor { group: 1, address: next.parse().unwrap() });
+            }
+            assert_eq!(listed, 1_000_000);
+            println!(
+                "1 000 000 members, pages of {limit}: {pages} pages in {:?} ({:?} a page on average, slowest {slowest:?}), largest reply {largest} bytes",
+                start.elapsed(),
+                start.elapsed() / pages,
+            );
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::plugin_host::{PluginHost, SharedView};
 
 pub use client::{fetch_members, members_url, ClientError};
 pub(crate) use http::{bind, HttpServer};
-pub use members::{render_table, GroupMembers, MemberEntry, MembersReply, MAX_PAGE};
+pub use members::{render_table, GroupMembers, MemberEntry, MembersReply};
 pub(crate) use metrics::{Metrics, PluginMetrics};
 pub(crate) use routes::Routes;
 
