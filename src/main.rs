@@ -220,8 +220,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// `rgap members`: the base URL from `--url` or the config's `http.listen`, one GET, then
-/// the JSON as it came or a table.
+/// `rgap members`: the base URL from `--url` or the config's `http.listen`, the pages of
+/// members joined, then their JSON or a table.
 fn members(args: MembersArgs) -> Result<(), CliError> {
     let base = match args.url {
         Some(url) => url,
@@ -236,12 +236,10 @@ fn members(args: MembersArgs) -> Result<(), CliError> {
             rgap_core::observe::members_url(http.listen)
         }
     };
-    let json = rgap_core::observe::fetch_members(&base, args.group).map_err(line)?;
+    let reply = rgap_core::observe::fetch_members(&base, args.group).map_err(line)?;
     if args.json {
-        return print_out(|out| writeln!(out, "{json}"));
+        return print_out(|out| writeln!(out, "{}", reply.to_json()));
     }
-    let reply = rgap_core::observe::MembersReply::from_json(&json)
-        .map_err(|e| format!("{base}: the reply is not a member list: {e}"))?;
     print_out(|out| out.write_all(rgap_core::observe::render_table(&reply).as_bytes()))
 }
 

@@ -538,3 +538,207 @@ fn a_dns_query_moves_the_dns_plugins_query_counter() {
     wait_for_metrics(http_port, &[(noerror, after_wait + 3.0), (nxdomain, nxdomain_before + 1.0)]);
     assert!(listener.terminate().success());
 }
+
+/// Three groups on one port: 1000 with `count` members, 1001 with three, 1002 with none.
+/// Returns the listener, the endpoint's port and every (group, address) sent, sorted as the
+/// reply must list them (groups by id, addresses in numeric order: std's `Ord` of `IpAddr`,
+/// IPv4 before IPv6).
+fn listener_with_many_members(count: u32) -> (RunningListener, u16, Vec<(u64, IpAddr)>) {
+    let (port, http_port) = (free_udp_port(), free_tcp_port());
+    let group = |id: u64| format!("- id: {id}\n  psk: {PSK}\n  expire: 300s\n");
+    let config = format!(
+        "listen:\n- 127.0.0.1:{port}\ngroups:\n{}{}{}outputs:\n- kind: noop\n  spec:\nhttp:\n  listen: 127.0.0.1:{http_port}\n",
+        group(1000),
+        group(1001),
+        group(1002)
+    );
+    let listener = start_listener(&config);
+    // Sent in an order that is neither numeric nor textual (7919 is prime to any count
+    // used here), a fifth of them IPv6.
+    let mut sent: Vec<(u64, IpAddr)> = (0..count)
+        .map(|i| (i * 7919) % count)
+        .map(|n| {
+            let ip: IpAddr = if n % 5 == 4 {
+                format!("fd00::{:x}", n * 3).parse().unwrap()
+            } else {
+                format!("10.20.{}.{}", n / 250, n % 250).parse().unwrap()
+            };
+            (1000, ip)
+        })
+        .collect();
+    for ip in ["192.168.1.1", "10.0.0.1", "::1"] {
+        sent.push((1001, ip.parse().unwrap()));
+    }
+    let joined = |http_port| {
+        let seen = metrics(http_port);
+        let members = |group: &str| seen.get(&format!("rgap_group_members{{group=\"{group}\"}}"));
+        (members("1000").copied(), members("1001").copied())
+    };
+    // UDP on a loaded machine may drop some: send again (a refresh) until every one is in.
+    let wanted = (Some(f64::from(count)), Some(3.0));
+    for _round in 0..5 {
+        for (n, (group, ip)) in sent.iter().enumerate() {
+            send_to(local(port), &announcement(*group, &ip.to_string(), PSK));
+            if n % 200 == 199 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while joined(http_port) != wanted && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if joined(http_port) == wanted {
+            sent.sort();
+            return (listener, http_port, sent);
+        }
+    }
+    panic!("members (group 1000, group 1001) {:?}, not {wanted:?}", joined(http_port));
+}
+
+/// The JSON of a 200 from `path`.
+fn json_of(http_port: u16, path: &str) -> serde_json::Value {
+    let answer = get(http_port, path);
+    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", answer.body))
+}
+
+/// Follows `next` from `/v1/members?{query}&limit={limit}`; the (group, address) pairs in
+/// the order served, the ids of the groups each page listed, and the number of pages.
+fn follow_pages(
+    http_port: u16,
+    query: &str,
+    limit: usize,
+) -> (Vec<(u64, IpAddr)>, Vec<u64>, usize) {
+    let (mut members, mut groups, mut pages) = (Vec::new(), Vec::new(), 0);
+    let mut path = format!("/v1/members?{query}&limit={limit}");
+    loop {
+        let page = json_of(http_port, &path);
+        pages += 1;
+        assert!(pages <= 100, "still paging after 100 pages: {path}");
+        let mut listed = 0;
+        for group in page["groups"].as_array().unwrap() {
+            let id = group["id"].as_u64().unwrap();
+            groups.push(id);
+            for member in group["members"].as_array().unwrap() {
+                members.push((id, member["address"].as_str().unwrap().parse().unwrap()));
+                listed += 1;
+            }
+        }
+        assert!(listed <= limit, "{listed} members on a page of {limit}: {path}");
+        let Some(next) = page.get("next") else { return (members, groups, pages) };
+        assert_eq!(listed, limit, "a page before the last is full: {path}");
+        path = format!("/v1/members?{query}&limit={limit}&after={}", next.as_str().unwrap());
+    }
+}
+
+/// The standard output of `rgap ARGS` that must succeed, through a file: more than a pipe
+/// holds, which `finish` reads only once the command has exited.
+fn members_to_file(args: &[&str]) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut command = rgap_command(args);
+    command.stdout(out.reopen().unwrap());
+    let output = finish(command);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::read_to_string(out.path()).unwrap()
+}
+
+#[test]
+fn members_pages_list_a_group_of_thousands_each_member_once_in_order() {
+    // More than one reply lists without `limit` (10 000).
+    let (listener, http_port, sent) = listener_with_many_members(10_500);
+    let in_1000: Vec<(u64, IpAddr)> = sent.iter().copied().filter(|(g, _)| *g == 1000).collect();
+
+    // One group, by address: 10 500 in pages of 1 000 is eleven pages, the last of 500.
+    let (served, groups, pages) = follow_pages(http_port, "group=1000", 1_000);
+    assert_eq!(served.len(), in_1000.len());
+    assert!(served == in_1000, "not each member once in numeric order: {served:?}");
+    assert_eq!(pages, 11);
+    assert!(groups.iter().all(|&id| id == 1000), "{groups:?}");
+
+    // Every group: the pages end mid-group and at a group's end; the empty group 1002 is
+    // listed once, when paging reaches it.
+    for limit in [2_000, 3_501, 10_000] {
+        let (served, groups, _) = follow_pages(http_port, "", limit);
+        assert!(served == sent, "limit {limit}: not each member once in order: {served:?}");
+        assert_eq!(groups.iter().filter(|&&id| id == 1002).count(), 1, "{groups:?}");
+    }
+
+    // Without limit: refused past 10 000, saying how to page; whole (without `next`) below.
+    let refused = get(http_port, "/v1/members");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.starts_with("10503 members are more than one reply"), "{}", refused.body);
+    assert!(refused.body.contains("limit=N"), "{}", refused.body);
+    let whole = json_of(http_port, "/v1/members?group=1001");
+    assert!(whole.get("next").is_none(), "an unpaged reply has no next: {whole}");
+    assert_eq!(whole["groups"][0]["members"].as_array().unwrap().len(), 3);
+
+    // `rgap members` follows the pages (of 10 000) and prints every member once, in order.
+    let url = format!("http://127.0.0.1:{http_port}");
+    let json: serde_json::Value =
+        serde_json::from_str(&members_to_file(&["members", "--url", &url, "--json"])).unwrap();
+    assert!(json.get("next").is_none(), "the pages are joined into one reply");
+    let groups = json["groups"].as_array().unwrap();
+    let ids: Vec<u64> = groups.iter().map(|g| g["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1000, 1001, 1002], "each group once");
+    let printed: Vec<(u64, IpAddr)> = groups
+        .iter()
+        .flat_map(|g| {
+            let id = g["id"].as_u64().unwrap();
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |m| (id, m["address"].as_str().unwrap().parse().unwrap()))
+        })
+        .collect();
+    assert!(printed == sent, "rgap members --json: not each member once in order");
+    let text = members_to_file(&["members", "--url", &url, "--group", "1000"]);
+    let rows: Vec<(u64, IpAddr)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells[0].parse().unwrap(), cells[1].parse().unwrap())
+        })
+        .collect();
+    assert!(rows == in_1000, "rgap members --group 1000: not each member once in order");
+    listener.terminate();
+}
+
+#[test]
+fn members_paging_parameters_that_make_no_sense_get_400_naming_them() {
+    let (listener, http_port, in_file) = listener_with_three_members();
+    for (query, says) in [
+        ("group=1000&limit=0", "limit: \"0\""),
+        ("group=1000&limit=many", "limit: \"many\""),
+        ("group=1000&limit=10001", "limit: \"10001\""),
+        ("limit=-5", "limit: \"-5\""),
+        ("group=1000&limit=2&after=10.0.0", "after: \"10.0.0\" is not an address"),
+        // Across groups, a cursor names its group too.
+        ("limit=2&after=10.0.0.9", "after: \"10.0.0.9\" is not GROUP/ADDRESS"),
+        ("group=x&limit=2", "group: \"x\""),
+    ] {
+        let answer = get(http_port, &format!("/v1/members?{query}"));
+        assert_eq!(answer.status, 400, "{query}: {}", answer.body);
+        assert!(answer.body.starts_with(says), "{query}: {}", answer.body);
+        assert_eq!(answer.body.lines().count(), 1, "{query}: one line: {}", answer.body);
+    }
+    // A good page of the same group, and its `next` read back (percent-encoded, as a client
+    // may send it), to the end.
+    let first = json_of(http_port, "/v1/members?group=1000&limit=2");
+    let listed = |page: &serde_json::Value| -> Vec<IpAddr> {
+        page["groups"][0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["address"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(listed(&first), in_file[..2]);
+    let next = first["next"].as_str().expect("a next after the first two of three");
+    let encoded = next.replace(':', "%3A").replace('.', "%2E");
+    let second = json_of(http_port, &format!("/v1/members?group=1000&limit=2&after={encoded}"));
+    assert_eq!(listed(&second), in_file[2..]);
+    assert!(second.get("next").is_none(), "{second}");
+    listener.terminate();
+}

@@ -12,6 +12,7 @@ mod http;
 mod members;
 mod metrics;
 mod process;
+mod query;
 mod routes;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! What each path answers, independent of sockets: `/metrics`, `/health`, `/ready`,
-//! `/v1/members[?group=ID]`; any other path 404, any method but GET (and HEAD) 405.
+//! `/v1/members[?group=ID][&limit=N][&after=CURSOR]`; any other path 404, any method but GET
+//! (and HEAD) 405.
 
 use std::time::SystemTime;
 
@@ -10,6 +11,7 @@ use hyper::{Method, Response, StatusCode, Uri};
 
 use super::members;
 use super::metrics::{self, Metrics};
+use super::query::MembersQuery;
 use super::Observed;
 
 /// The answer to one request.
@@ -115,48 +117,19 @@ impl Routes {
     }
 
     fn members(&self, query: Option<&str>) -> Reply {
-        let only = match group_parameter(query) {
-            Ok(only) => only,
+        let query = match MembersQuery::parse(query) {
+            Ok(query) => query,
             Err(message) => return text(StatusCode::BAD_REQUEST, message),
         };
         let view = self.observed.view.load();
-        if let Some(id) = only {
+        if let Some(id) = query.group {
             if !view.groups.iter().any(|group| group.id == id) {
                 return text(StatusCode::NOT_FOUND, format!("no group {id} in this listener"));
             }
         }
-        let body = members::from_view(&view, only, SystemTime::now());
-        match serde_json::to_vec(&body) {
-            Ok(json) => reply(StatusCode::OK, JSON, json),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the members".into()),
+        match members::reply(&view, &query, SystemTime::now()) {
+            Ok(body) => reply(StatusCode::OK, JSON, body.to_json()),
+            Err(too_many) => text(StatusCode::BAD_REQUEST, too_many.to_string()),
         }
-    }
-}
-
-/// The `group` of `?group=ID`, if given; other parameters are ignored.
-fn group_parameter(query: Option<&str>) -> Result<Option<u64>, String> {
-    let Some(query) = query else { return Ok(None) };
-    let Some(value) =
-        query.split('&').find_map(|pair| pair.strip_prefix("group=")).filter(|v| !v.is_empty())
-    else {
-        return Ok(None);
-    };
-    value
-        .parse()
-        .map(Some)
-        .map_err(|_| format!("group: {value:?} is not a group id (0 to {})", u64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_parameter_is_optional_and_checked() {
-        assert_eq!(group_parameter(None), Ok(None));
-        assert_eq!(group_parameter(Some("group=1000")), Ok(Some(1000)));
-        assert_eq!(group_parameter(Some("x=1&group=7")), Ok(Some(7)));
-        assert_eq!(group_parameter(Some("other=1")), Ok(None));
-        assert!(group_parameter(Some("group=abc")).unwrap_err().contains("\"abc\""));
     }
 }
