@@ -703,6 +703,8 @@ fn repeated_panics_back_off_doubling_then_heal() {
     }
     // The fourth instance no longer panics and gets the state.
     wait_for_line_after(&record, Some("create 4"), "snapshot 1000 ready=true members=0");
+    // The line is logged just before that snapshot, but read from stderr by another thread.
+    listener.wait_for_log_count("output testkit#0 re-created", 3);
     let log = listener.log();
     assert!(listener.terminate().success());
     assert_no_leaked_panic(&log);

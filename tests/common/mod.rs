@@ -68,16 +68,22 @@ pub fn rgap_command(args: &[&str]) -> Command {
 
 /// Runs a one-shot command to completion, killing it (and failing) if it outlives `WAIT`.
 pub fn finish(mut command: Command) -> std::process::Output {
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("rgap did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let child = command.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Its output is read while it runs (by `wait_with_output`, on a thread of its own): a
+    // command that prints more than a pipe holds would otherwise wait for us forever.
+    let (exited, exit) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = exited.send(());
+        output
+    });
+    if exit.recv_timeout(WAIT).is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waiter.join();
+        panic!("rgap did not exit within {WAIT:?}");
     }
-    child.wait_with_output().unwrap()
+    waiter.join().unwrap().unwrap()
 }
 
 /// A port that is free for UDP and TCP on loopback, for a listener to bind.
