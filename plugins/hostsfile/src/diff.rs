@@ -6,6 +6,9 @@
 //! differing addresses against each other finds the changes in one pass over the group,
 //! without sorting it. Lists in any other order are still diffed correctly, just not cheaply:
 //! past `limit` differing positions the caller is told to rebuild instead.
+//!
+//! The old list is kept as its addresses alone, in its order ([`follow`] brings them up to
+//! date), not as the listener's list: holding that would keep the listener from reusing it.
 
 use rgap_plugin_api::Member;
 
@@ -16,27 +19,38 @@ pub(crate) struct Changes {
     pub(crate) joined: Vec<[u8; 16]>,
 }
 
-/// The changes from `old` to `new` (both lists of distinct addresses), or `None` once more
-/// than `limit` positions differ (then rebuilding from `new` is cheaper).
-pub(crate) fn changes(old: &[Member], new: &[Member], limit: usize) -> Option<Changes> {
-    let mut was = Vec::new();
-    let mut is = Vec::new();
+/// The addresses of `members`, in order: what [`follow`] compares the next list with.
+pub(crate) fn addresses(members: &[Member]) -> Vec<[u8; 16]> {
+    members.iter().map(|member| member.address).collect()
+}
+
+/// The changes from the addresses `old` to those of `new` (both distinct addresses), with
+/// `old` made the addresses of `new`; or `None` once more than `limit` positions differ
+/// (then rebuilding from `new` is cheaper), with `old` left as it was.
+pub(crate) fn follow(old: &mut Vec<[u8; 16]>, new: &[Member], limit: usize) -> Option<Changes> {
+    let mut differ = Vec::new();
     let common = old.len().min(new.len());
     if old.len().abs_diff(new.len()) > limit {
         return None;
     }
     // Only addresses count: refreshes move expiry times everywhere.
-    for (before, after) in old[..common].iter().zip(&new[..common]) {
-        if before.address != after.address {
-            if was.len() == limit {
+    for (at, (before, after)) in old[..common].iter().zip(&new[..common]).enumerate() {
+        if *before != after.address {
+            if differ.len() == limit {
                 return None;
             }
-            was.push(before.address);
-            is.push(after.address);
+            differ.push(at);
         }
     }
-    was.extend(old[common..].iter().map(|member| member.address));
+    let mut was: Vec<[u8; 16]> = differ.iter().map(|&at| old[at]).collect();
+    let mut is: Vec<[u8; 16]> = differ.iter().map(|&at| new[at].address).collect();
+    was.extend_from_slice(&old[common..]);
     is.extend(new[common..].iter().map(|member| member.address));
+    for &at in &differ {
+        old[at] = new[at].address;
+    }
+    old.truncate(common);
+    old.extend(new[common..].iter().map(|member| member.address));
     was.sort_unstable();
     is.sort_unstable();
     // An address at a differing position in both lists merely moved.
@@ -85,19 +99,27 @@ mod tests {
         let old = [member(1, 0), member(2, 0), member(3, 0), member(4, 0)];
         // 2 left (4 moved into its place), 5 joined; 1 was refreshed.
         let new = [member(1, 9), member(4, 0), member(3, 0), member(5, 0)];
-        let found = changes(&old, &new, 10).unwrap();
+        let mut kept = super::addresses(&old);
+        let found = follow(&mut kept, &new, 10).unwrap();
         assert_eq!(found, Changes { left: addresses(&[2]), joined: addresses(&[5]) });
-        assert_eq!(changes(&old, &old, 0), Some(Changes::default()));
+        assert_eq!(kept, super::addresses(&new));
+        assert_eq!(follow(&mut kept, &new, 0), Some(Changes::default()));
     }
 
     #[test]
     fn reordered_lists_are_diffed_as_sets_or_refused_past_the_limit() {
         let old: Vec<Member> = (0..20).map(|n| member(n, 0)).collect();
         let mut new: Vec<Member> = (1..21).rev().map(|n| member(n, 0)).collect();
-        assert_eq!(changes(&old, &new, 5), None);
-        let found = changes(&old, &new, 20).unwrap();
+        let mut kept = super::addresses(&old);
+        assert_eq!(follow(&mut kept, &new, 5), None);
+        assert_eq!(kept, super::addresses(&old), "left alone when refused");
+        let found = follow(&mut kept, &new, 20).unwrap();
         assert_eq!(found, Changes { left: addresses(&[0]), joined: addresses(&[20]) });
+        assert_eq!(kept, super::addresses(&new));
         new.truncate(2);
-        assert_eq!(changes(&old, &new, 10), None, "18 fewer members: more than the limit");
+        assert_eq!(follow(&mut kept, &new, 10), None, "18 fewer members: more than the limit");
+        new.truncate(0);
+        assert_eq!(follow(&mut kept, &new, 30).unwrap().left.len(), 20);
+        assert!(kept.is_empty());
     }
 }

@@ -10,18 +10,20 @@
 
 use std::io::Write as _;
 
-use rgap_plugin_api::MemberList;
+use rgap_plugin_api::Member;
 
 use crate::diff;
-use crate::render::{push_ipv4, Address, Layout, SortScratch};
+use crate::render::{push_ipv4, trim_excess, Address, Layout, SortScratch};
 
 /// A re-rendered chunk holds this many lines; one that grows past twice as many is split, so
 /// inserting a line moves at most some tens of kilobytes.
 const CHUNK_LINES: usize = 512;
 
-/// A group's lines are edited one by one while at most this many plus a 64th of the group
-/// changed; past that, rendering the group again is cheaper.
-const EDIT_LIMIT: usize = 64;
+/// A group's lines are edited one by one while at most this many plus a 128th of the group
+/// changed; past that, rendering the group again is cheaper (an edit, a few µs, costs about
+/// as much as rendering a hundred lines), and leaves no slack in the buffers.
+const EDIT_LIMIT: usize = 8;
+const EDIT_LIMIT_DIVISOR: usize = 128;
 
 /// An address as a sort key that can write itself.
 trait Key: Copy + Ord {
@@ -66,13 +68,15 @@ impl<K: Key> Run<K> {
     /// Replaces every line with those of `keys` (sorted, distinct), each ending in `suffix`.
     fn fill(&mut self, keys: &[K], suffix: &[u8]) {
         self.chunks.clear();
+        let mut text = Vec::with_capacity(CHUNK_LINES * (suffix.len() + 40));
         for keys in keys.chunks(CHUNK_LINES) {
-            let mut text = Vec::with_capacity(keys.len() * (suffix.len() + 16));
+            text.clear();
             for &key in keys {
                 key.push_text(&mut text);
                 text.extend_from_slice(suffix);
             }
-            self.chunks.push(Chunk { keys: keys.to_vec(), text });
+            // Copied out at their size: a million lines are held for long.
+            self.chunks.push(Chunk { keys: keys.to_vec(), text: text.clone() });
         }
     }
 
@@ -167,8 +171,8 @@ struct Section {
     suffix: Vec<u8>,
     /// The fallback lines, shown while the group is empty.
     fallback: Vec<u8>,
-    /// The member list the lines show; `None` until the first.
-    members: Option<MemberList>,
+    /// The addresses of the member list shown, in its order; `None` until the first.
+    order: Option<Vec<[u8; 16]>>,
     v4: Run<u32>,
     v6: Run<u128>,
     /// Lines in `v4` and `v6`.
@@ -177,32 +181,32 @@ struct Section {
 
 impl Section {
     /// Shows `members` instead of the list shown so far; whether the text changed.
-    fn show(&mut self, members: MemberList) -> bool {
-        let previous = self.members.replace(members.clone());
-        let Some(previous) = previous else {
-            self.render(&members);
+    fn show(&mut self, members: &[Member]) -> bool {
+        let Some(order) = self.order.as_mut() else {
+            self.render(members);
             return true;
         };
-        // The very list shown already (a mapping's group handed on again, unchanged).
-        if std::ptr::eq(&*previous, &*members) {
-            return false;
-        }
         let was_empty = self.lines == 0;
         // Lines are edited only from a list of distinct addresses (the listener's lists are),
         // and only while the edited lines still count one per member.
-        let limit = EDIT_LIMIT + members.len() / 64;
-        let edited = (self.lines == previous.len())
-            .then(|| diff::changes(&previous, &members, limit))
-            .flatten()
+        let limit = EDIT_LIMIT + members.len() / EDIT_LIMIT_DIVISOR;
+        let changes =
+            (self.lines == order.len()).then(|| diff::follow(order, members, limit)).flatten();
+        let edited = changes
             .and_then(|changes| {
                 let changed = !changes.left.is_empty() || !changes.joined.is_empty();
                 self.edit(&changes).ok().map(|()| changed)
             })
             .filter(|_| self.lines == members.len());
         match edited {
-            Some(changed) => changed,
+            Some(changed) => {
+                if let Some(order) = &mut self.order {
+                    trim_excess(order, members.len());
+                }
+                changed
+            }
             None => {
-                self.render(&members);
+                self.render(members);
                 !(was_empty && self.lines == 0)
             }
         }
@@ -227,9 +231,10 @@ impl Section {
     }
 
     /// Renders every line from `members` again.
-    fn render(&mut self, members: &MemberList) {
+    fn render(&mut self, members: &[Member]) {
+        self.order = Some(diff::addresses(members));
         let mut sorted = SortScratch::default();
-        sorted.sort(members.as_slice());
+        sorted.sort(members);
         self.v4.fill(&sorted.v4, &self.suffix);
         self.v6.fill(&sorted.v6, &self.suffix);
         self.lines = self.v4.len() + self.v6.len();
@@ -280,7 +285,7 @@ impl HostsText {
                 Section {
                     suffix: format!(" {}\n", mapping.hostname).into_bytes(),
                     fallback,
-                    members: None,
+                    order: None,
                     v4: Run::default(),
                     v6: Run::default(),
                     lines: 0,
@@ -297,9 +302,9 @@ impl HostsText {
 
     /// Shows `members` for the mapping at `mapping` (an index into the layout's mappings);
     /// whether the text changed.
-    pub(crate) fn show(&mut self, mapping: usize, members: MemberList) -> bool {
+    pub(crate) fn show(&mut self, mapping: usize, members: &[Member]) -> bool {
         let Some(section) = self.sections.get_mut(mapping) else { return false };
-        if section.members.is_none() {
+        if section.order.is_none() {
             self.unset -= 1;
         }
         section.show(members)
@@ -324,7 +329,7 @@ impl HostsText {
 mod tests {
     use super::*;
     use crate::render::Mapping;
-    use rgap_plugin_api::{GroupSnapshot, Member};
+    use rgap_plugin_api::{GroupSnapshot, Member, MemberList};
 
     fn text_of(text: &HostsText) -> String {
         String::from_utf8(text.pieces().concat()).unwrap()
@@ -446,7 +451,7 @@ mod tests {
             let mut text = HostsText::new(&layout);
             let show_all = |text: &mut HostsText, lists: &[MemberList]| {
                 for (index, mapping) in layout.mappings.iter().enumerate() {
-                    text.show(index, lists[mapping.group as usize - 1].clone());
+                    text.show(index, &lists[mapping.group as usize - 1]);
                 }
             };
             show_all(&mut text, &lists);
@@ -464,7 +469,7 @@ mod tests {
                 }
                 let mut changed = false;
                 for (index, mapping) in layout.mappings.iter().enumerate() {
-                    changed |= text.show(index, lists[mapping.group as usize - 1].clone());
+                    changed |= text.show(index, &lists[mapping.group as usize - 1]);
                 }
                 let snapshots: Vec<GroupSnapshot<'_>> = lists
                     .iter()
@@ -493,10 +498,10 @@ mod tests {
         let mut text = HostsText::new(&layout);
         let empty = MemberList::default();
         assert!(!text.is_complete());
-        text.show(0, empty.clone());
-        text.show(1, empty.clone());
+        text.show(0, &empty);
+        text.show(1, &empty);
         assert!(!text.is_complete());
-        text.show(2, empty.clone());
+        text.show(2, &empty);
         assert!(text.is_complete());
         assert_eq!(
             text_of(&text),
@@ -518,7 +523,7 @@ mod tests {
         };
         let mut members: Vec<Member> = (0..5000).map(member).collect();
         let mut text = HostsText::new(&layout);
-        text.show(0, MemberList::new(members.clone().into()));
+        text.show(0, &members);
         let chunks = text.sections[0].v4.chunks.len();
         assert_eq!(chunks, 5000usize.div_ceil(CHUNK_LINES));
         // 1200 joins one at a time between two existing addresses: their chunk splits, none
@@ -529,7 +534,7 @@ mod tests {
                 std::net::Ipv4Addr::from(0x0a00_0000 + 100 * 1000 + 1 + n)
                     .to_ipv6_mapped()
                     .octets();
-            assert!(text.show(0, MemberList::new(members.clone().into())));
+            assert!(text.show(0, &members));
         }
         let run = &text.sections[0].v4;
         assert!(run.chunks.len() > chunks);
