@@ -20,6 +20,7 @@ pub(crate) struct Changes {
 }
 
 /// The addresses of `members`, in order: what [`follow`] compares the next list with.
+#[cfg(test)]
 pub(crate) fn addresses(members: &[Member]) -> Vec<[u8; 16]> {
     members.iter().map(|member| member.address).collect()
 }

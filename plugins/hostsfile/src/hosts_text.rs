@@ -66,17 +66,28 @@ struct Mismatch;
 
 impl<K: Key> Run<K> {
     /// Replaces every line with those of `keys` (sorted, distinct), each ending in `suffix`.
+    ///
+    /// The chunks' buffers are refilled where they are: a group that grows a little between
+    /// renders then grows them in place instead of leaving freed blocks of every size behind
+    /// in the allocator.
     fn fill(&mut self, keys: &[K], suffix: &[u8]) {
-        self.chunks.clear();
-        let mut text = Vec::with_capacity(CHUNK_LINES * (suffix.len() + 40));
-        for keys in keys.chunks(CHUNK_LINES) {
-            text.clear();
-            for &key in keys {
-                key.push_text(&mut text);
-                text.extend_from_slice(suffix);
+        let pieces = keys.chunks(CHUNK_LINES);
+        self.chunks.truncate(pieces.len());
+        for (at, keys) in pieces.enumerate() {
+            if at == self.chunks.len() {
+                self.chunks.push(Chunk { keys: Vec::new(), text: Vec::new() });
             }
-            // Copied out at their size: a million lines are held for long.
-            self.chunks.push(Chunk { keys: keys.to_vec(), text: text.clone() });
+            let chunk = &mut self.chunks[at];
+            chunk.keys.clear();
+            chunk.keys.extend_from_slice(keys);
+            chunk.text.clear();
+            for &key in keys {
+                key.push_text(&mut chunk.text);
+                chunk.text.extend_from_slice(suffix);
+            }
+            trim_excess(&mut chunk.keys, keys.len());
+            let length = chunk.text.len();
+            trim_excess(&mut chunk.text, length);
         }
     }
 
@@ -181,9 +192,9 @@ struct Section {
 
 impl Section {
     /// Shows `members` instead of the list shown so far; whether the text changed.
-    fn show(&mut self, members: &[Member]) -> bool {
+    fn show(&mut self, members: &[Member], sorted: &mut SortScratch) -> bool {
         let Some(order) = self.order.as_mut() else {
-            self.render(members);
+            self.render(members, sorted);
             return true;
         };
         let was_empty = self.lines == 0;
@@ -206,7 +217,7 @@ impl Section {
                 changed
             }
             None => {
-                self.render(members);
+                self.render(members, sorted);
                 !(was_empty && self.lines == 0)
             }
         }
@@ -231,9 +242,11 @@ impl Section {
     }
 
     /// Renders every line from `members` again.
-    fn render(&mut self, members: &[Member]) {
-        self.order = Some(diff::addresses(members));
-        let mut sorted = SortScratch::default();
+    fn render(&mut self, members: &[Member], sorted: &mut SortScratch) {
+        let order = self.order.get_or_insert_with(Vec::new);
+        order.clear();
+        order.extend(members.iter().map(|member| member.address));
+        trim_excess(order, members.len());
         sorted.sort(members);
         self.v4.fill(&sorted.v4, &self.suffix);
         self.v6.fill(&sorted.v6, &self.suffix);
@@ -257,6 +270,8 @@ pub(crate) struct HostsText {
     tail: Vec<u8>,
     /// Sections that have shown no member list yet.
     unset: usize,
+    /// Where a group's addresses are sorted when rendered whole, kept for its memory.
+    sorted: SortScratch,
 }
 
 impl HostsText {
@@ -297,6 +312,7 @@ impl HostsText {
             unset: sections.len(),
             sections,
             tail: lines(&layout.append_lines),
+            sorted: SortScratch::default(),
         }
     }
 
@@ -307,7 +323,12 @@ impl HostsText {
         if section.order.is_none() {
             self.unset -= 1;
         }
-        section.show(members)
+        let changed = section.show(members, &mut self.sorted);
+        // Small buffers are kept for the next group; a large group's are let go (they are
+        // mapped on their own, so freeing them fragments nothing).
+        trim_excess(&mut self.sorted.v4, 0);
+        trim_excess(&mut self.sorted.v6, 0);
+        changed
     }
 
     /// Every mapping has shown a member list: the text is the whole file.
