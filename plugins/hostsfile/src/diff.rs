@@ -12,6 +12,8 @@
 
 use rgap_plugin_api::Member;
 
+use crate::render::Address;
+
 /// The addresses that left and joined, each sorted.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Changes {
@@ -19,16 +21,51 @@ pub(crate) struct Changes {
     pub(crate) joined: Vec<[u8; 16]>,
 }
 
-/// The addresses of `members`, in order: what [`follow`] compares the next list with.
-#[cfg(test)]
-pub(crate) fn addresses(members: &[Member]) -> Vec<[u8; 16]> {
-    members.iter().map(|member| member.address).collect()
+/// An address as kept in a list's order: IPv4 in 4 bytes (a group of IPv4 members, the
+/// usual case, is followed at a quarter of the memory), any address in 16.
+pub(crate) trait Kept: Copy + Ord {
+    /// `address` as kept, if this form can hold it.
+    fn of(address: &[u8; 16]) -> Option<Self>;
+    fn address(self) -> [u8; 16];
+}
+
+impl Kept for [u8; 16] {
+    fn of(address: &[u8; 16]) -> Option<Self> {
+        Some(*address)
+    }
+
+    fn address(self) -> [u8; 16] {
+        self
+    }
+}
+
+impl Kept for u32 {
+    fn of(address: &[u8; 16]) -> Option<Self> {
+        match Address::of(address) {
+            Address::V4(v4) => Some(v4),
+            Address::V6(_) => None,
+        }
+    }
+
+    fn address(self) -> [u8; 16] {
+        std::net::Ipv4Addr::from(self).to_ipv6_mapped().octets()
+    }
+}
+
+/// The addresses of `members` in their order, or `None` if one does not fit `K`.
+pub(crate) fn addresses_in_order<K: Kept>(members: &[Member], into: &mut Vec<K>) -> Option<()> {
+    into.clear();
+    for member in members {
+        into.push(K::of(&member.address)?);
+    }
+    Some(())
 }
 
 /// The changes from the addresses `old` to those of `new` (both distinct addresses), with
 /// `old` made the addresses of `new`; or `None` once more than `limit` positions differ
-/// (then rebuilding from `new` is cheaper), with `old` left as it was.
-pub(crate) fn follow(old: &mut Vec<[u8; 16]>, new: &[Member], limit: usize) -> Option<Changes> {
+/// (then rebuilding from `new` is cheaper) or an address of `new` does not fit `K`, with
+/// `old` left as it was.
+pub(crate) fn follow<K: Kept>(old: &mut Vec<K>, new: &[Member], limit: usize) -> Option<Changes> {
     let mut differ = Vec::new();
     let common = old.len().min(new.len());
     if old.len().abs_diff(new.len()) > limit {
@@ -36,22 +73,24 @@ pub(crate) fn follow(old: &mut Vec<[u8; 16]>, new: &[Member], limit: usize) -> O
     }
     // Only addresses count: refreshes move expiry times everywhere.
     for (at, (before, after)) in old[..common].iter().zip(&new[..common]).enumerate() {
-        if *before != after.address {
+        if before.address() != after.address {
             if differ.len() == limit {
                 return None;
             }
             differ.push(at);
         }
     }
-    let mut was: Vec<[u8; 16]> = differ.iter().map(|&at| old[at]).collect();
-    let mut is: Vec<[u8; 16]> = differ.iter().map(|&at| new[at].address).collect();
+    let mut is = Vec::with_capacity(differ.len() + new.len() - common);
+    for member in differ.iter().map(|&at| &new[at]).chain(&new[common..]) {
+        is.push(K::of(&member.address)?);
+    }
+    let mut was: Vec<K> = differ.iter().map(|&at| old[at]).collect();
     was.extend_from_slice(&old[common..]);
-    is.extend(new[common..].iter().map(|member| member.address));
-    for &at in &differ {
-        old[at] = new[at].address;
+    for (&at, &address) in differ.iter().zip(&is) {
+        old[at] = address;
     }
     old.truncate(common);
-    old.extend(new[common..].iter().map(|member| member.address));
+    old.extend_from_slice(&is[differ.len()..]);
     was.sort_unstable();
     is.sort_unstable();
     // An address at a differing position in both lists merely moved.
@@ -64,15 +103,15 @@ pub(crate) fn follow(old: &mut Vec<[u8; 16]>, new: &[Member], limit: usize) -> O
                 b += 1;
             }
             (Some(x), Some(y)) if x < y => {
-                changes.left.push(*x);
+                changes.left.push(x.address());
                 a += 1;
             }
             (Some(x), None) => {
-                changes.left.push(*x);
+                changes.left.push(x.address());
                 a += 1;
             }
             (_, Some(y)) => {
-                changes.joined.push(*y);
+                changes.joined.push(y.address());
                 b += 1;
             }
             (None, None) => unreachable!("the loop condition"),
@@ -91,6 +130,10 @@ mod tests {
         Member { address, expires_at_unix_us: expires }
     }
 
+    fn all(members: &[Member]) -> Vec<[u8; 16]> {
+        members.iter().map(|member| member.address).collect()
+    }
+
     fn addresses(ns: &[u8]) -> Vec<[u8; 16]> {
         ns.iter().map(|&n| member(n, 0).address).collect()
     }
@@ -100,10 +143,10 @@ mod tests {
         let old = [member(1, 0), member(2, 0), member(3, 0), member(4, 0)];
         // 2 left (4 moved into its place), 5 joined; 1 was refreshed.
         let new = [member(1, 9), member(4, 0), member(3, 0), member(5, 0)];
-        let mut kept = super::addresses(&old);
+        let mut kept = all(&old);
         let found = follow(&mut kept, &new, 10).unwrap();
         assert_eq!(found, Changes { left: addresses(&[2]), joined: addresses(&[5]) });
-        assert_eq!(kept, super::addresses(&new));
+        assert_eq!(kept, all(&new));
         assert_eq!(follow(&mut kept, &new, 0), Some(Changes::default()));
     }
 
@@ -111,16 +154,35 @@ mod tests {
     fn reordered_lists_are_diffed_as_sets_or_refused_past_the_limit() {
         let old: Vec<Member> = (0..20).map(|n| member(n, 0)).collect();
         let mut new: Vec<Member> = (1..21).rev().map(|n| member(n, 0)).collect();
-        let mut kept = super::addresses(&old);
+        let mut kept = all(&old);
         assert_eq!(follow(&mut kept, &new, 5), None);
-        assert_eq!(kept, super::addresses(&old), "left alone when refused");
+        assert_eq!(kept, all(&old), "left alone when refused");
         let found = follow(&mut kept, &new, 20).unwrap();
         assert_eq!(found, Changes { left: addresses(&[0]), joined: addresses(&[20]) });
-        assert_eq!(kept, super::addresses(&new));
+        assert_eq!(kept, all(&new));
         new.truncate(2);
         assert_eq!(follow(&mut kept, &new, 10), None, "18 fewer members: more than the limit");
         new.truncate(0);
         assert_eq!(follow(&mut kept, &new, 30).unwrap().left.len(), 20);
         assert!(kept.is_empty());
+    }
+
+    #[test]
+    fn ipv4_groups_are_followed_in_four_bytes_until_an_ipv6_address_joins() {
+        let v4 = |n: u8| Member {
+            address: std::net::Ipv4Addr::new(10, 0, 0, n).to_ipv6_mapped().octets(),
+            expires_at_unix_us: 0,
+        };
+        let old = [v4(1), v4(2), v4(3)];
+        let mut kept = Vec::new();
+        addresses_in_order::<u32>(&old, &mut kept).unwrap();
+        let new = [v4(1), v4(3), v4(4)];
+        let found = follow(&mut kept, &new, 10).unwrap();
+        assert_eq!(found, Changes { left: all(&[v4(2)]), joined: all(&[v4(4)]) });
+        assert_eq!(kept, vec![0x0a00_0001, 0x0a00_0003, 0x0a00_0004]);
+        let with_v6 = [v4(1), v4(3), v4(4), member(9, 0)];
+        assert_eq!(follow(&mut kept, &with_v6, 10), None);
+        assert_eq!(kept.len(), 3, "left alone");
+        assert_eq!(addresses_in_order::<u32>(&with_v6, &mut kept), None);
     }
 }

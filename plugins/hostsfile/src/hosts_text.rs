@@ -175,6 +175,56 @@ fn line_start(text: &[u8], line: usize) -> usize {
     text.len()
 }
 
+/// A group's addresses in the order of its member list, to diff the next list against.
+#[derive(Debug)]
+enum Order {
+    /// Every member has an IPv4 address.
+    V4(Vec<u32>),
+    Any(Vec<[u8; 16]>),
+}
+
+impl Order {
+    fn len(&self) -> usize {
+        match self {
+            Order::V4(order) => order.len(),
+            Order::Any(order) => order.len(),
+        }
+    }
+
+    /// See [`diff::follow`].
+    fn follow(&mut self, members: &[Member], limit: usize) -> Option<diff::Changes> {
+        let changes = match self {
+            Order::V4(order) => diff::follow(order, members, limit),
+            Order::Any(order) => diff::follow(order, members, limit),
+        };
+        match self {
+            Order::V4(order) => trim_excess(order, members.len()),
+            Order::Any(order) => trim_excess(order, members.len()),
+        }
+        changes
+    }
+
+    /// Made the addresses of `members`, in the smaller form if they fit it; buffers are
+    /// reused where they can be.
+    fn refill(order: &mut Option<Order>, members: &[Member]) {
+        let mut v4 = match order.take() {
+            Some(Order::V4(v4)) => v4,
+            _ => Vec::new(),
+        };
+        *order = Some(match diff::addresses_in_order(members, &mut v4) {
+            Some(()) => {
+                trim_excess(&mut v4, members.len());
+                Order::V4(v4)
+            }
+            None => {
+                let mut any = Vec::new();
+                let _ = diff::addresses_in_order(members, &mut any);
+                Order::Any(any)
+            }
+        });
+    }
+}
+
 /// One mapping's lines.
 #[derive(Debug)]
 struct Section {
@@ -183,7 +233,7 @@ struct Section {
     /// The fallback lines, shown while the group is empty.
     fallback: Vec<u8>,
     /// The addresses of the member list shown, in its order; `None` until the first.
-    order: Option<Vec<[u8; 16]>>,
+    order: Option<Order>,
     v4: Run<u32>,
     v6: Run<u128>,
     /// Lines in `v4` and `v6`.
@@ -201,8 +251,7 @@ impl Section {
         // Lines are edited only from a list of distinct addresses (the listener's lists are),
         // and only while the edited lines still count one per member.
         let limit = EDIT_LIMIT + members.len() / EDIT_LIMIT_DIVISOR;
-        let changes =
-            (self.lines == order.len()).then(|| diff::follow(order, members, limit)).flatten();
+        let changes = (self.lines == order.len()).then(|| order.follow(members, limit)).flatten();
         let edited = changes
             .and_then(|changes| {
                 let changed = !changes.left.is_empty() || !changes.joined.is_empty();
@@ -210,12 +259,7 @@ impl Section {
             })
             .filter(|_| self.lines == members.len());
         match edited {
-            Some(changed) => {
-                if let Some(order) = &mut self.order {
-                    trim_excess(order, members.len());
-                }
-                changed
-            }
+            Some(changed) => changed,
             None => {
                 self.render(members, sorted);
                 !(was_empty && self.lines == 0)
@@ -243,10 +287,7 @@ impl Section {
 
     /// Renders every line from `members` again.
     fn render(&mut self, members: &[Member], sorted: &mut SortScratch) {
-        let order = self.order.get_or_insert_with(Vec::new);
-        order.clear();
-        order.extend(members.iter().map(|member| member.address));
-        trim_excess(order, members.len());
+        Order::refill(&mut self.order, members);
         sorted.sort(members);
         self.v4.fill(&sorted.v4, &self.suffix);
         self.v6.fill(&sorted.v6, &self.suffix);
