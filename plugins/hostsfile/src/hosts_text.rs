@@ -427,12 +427,12 @@ mod tests {
 
     fn address(random: &mut Random) -> [u8; 16] {
         let n = random.next();
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             // IPv6, some sharing long prefixes so compression varies.
             let mut address = [0u8; 16];
             address[..2].copy_from_slice(&[0x20, 0x01]);
             address[14..].copy_from_slice(&(n as u16 % 300).to_be_bytes());
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 address[4..12].copy_from_slice(&n.to_be_bytes());
             }
             address
