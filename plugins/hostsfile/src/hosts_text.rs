@@ -294,11 +294,12 @@ impl Section {
         self.lines = self.v4.len() + self.v6.len();
     }
 
-    fn texts(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+    /// Appends the section's text, in pieces, to `pieces`.
+    fn push_pieces<'a>(&'a self, pieces: &mut Vec<&'a [u8]>) {
         if self.lines == 0 {
-            Box::new(std::iter::once(self.fallback.as_slice()))
+            pieces.push(&self.fallback);
         } else {
-            Box::new(self.v4.texts().chain(self.v6.texts()))
+            pieces.extend(self.v4.texts().chain(self.v6.texts()));
         }
     }
 }
@@ -379,11 +380,13 @@ impl HostsText {
 
     /// The text, in pieces, in order.
     pub(crate) fn pieces(&self) -> Vec<&[u8]> {
-        std::iter::once(self.head.as_slice())
-            .chain(self.sections.iter().flat_map(Section::texts))
-            .chain(std::iter::once(self.tail.as_slice()))
-            .filter(|piece| !piece.is_empty())
-            .collect()
+        let mut pieces = vec![self.head.as_slice()];
+        for section in &self.sections {
+            section.push_pieces(&mut pieces);
+        }
+        pieces.push(&self.tail);
+        pieces.retain(|piece| !piece.is_empty());
+        pieces
     }
 }
 

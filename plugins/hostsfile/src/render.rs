@@ -2,6 +2,10 @@
 //! line per live member (sorted, so the file only changes when membership does), or the
 //! mapping's fallback addresses marked `# fallback address used!` when the group is empty,
 //! then the append lines. Nothing is rendered while a mapped group is not ready.
+//!
+//! Here are the layout, the order of addresses and their formatting; the writer keeps the
+//! text and edits it ([`crate::hosts_text`]). `Layout::render` renders the whole file at
+//! once, for tests to hold the edited text against.
 
 use std::fmt;
 #[cfg(test)]

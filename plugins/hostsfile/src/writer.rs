@@ -5,12 +5,12 @@
 //! edits the kept text of the file ([`HostsText`]) and writes it if that changed anything (a
 //! join and a leave that cancel out cost no write). Updates are paced by their own cost (the
 //! edit and the write), more than proportionally for a large file (see
-//! `RENDER_COST_FACTOR`): a small file is rewritten within a millisecond of a change; a file
-//! of 100 000 lines is not rewritten dozens of times a second while a fleet starts up. Every
-//! `interval` it also compares the file on disk with the wanted content and rewrites it if
-//! they differ, so an edit or a removal by someone else is undone, and a write that failed is
-//! retried; an identical file is left alone. At stop it makes that same check once more, then
-//! ends.
+//! `UPDATE_COST_FACTOR`): a small file is rewritten within a millisecond or two of a change;
+//! a file of a million lines is not rewritten dozens of times a second while a fleet starts
+//! up. Every `interval` it also compares the file on disk with the wanted content and rewrites
+//! it if they differ, so an edit or a removal by someone else is undone, and a write that
+//! failed is retried; an identical file is left alone. At stop it makes that same check once
+//! more, then ends.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read};
@@ -28,14 +28,15 @@ use crate::hosts_text::HostsText;
 use crate::render::Layout;
 
 /// After an update (edit and write) that cost `t` of CPU, the next waits `t *
-/// RENDER_COST_FACTOR * (1 + t / RENDER_COST_KNEE)`, at most `MAX_RENDER_PAUSE` (see
-/// `CostPacer::with_knee`): a file of a few hundred lines (tens of µs) follows changes within
-/// milliseconds, spending at most 1 % of the writer's time, while one of a million lines
-/// (milliseconds to copy to the disk) is rewritten about once a second while a fleet floods
-/// in, not ten times.
-const RENDER_COST_FACTOR: u32 = 100;
-const RENDER_COST_KNEE: Duration = Duration::from_millis(1);
-const MAX_RENDER_PAUSE: Duration = Duration::from_secs(1);
+/// UPDATE_COST_FACTOR * (1 + t / UPDATE_COST_KNEE)`, at most `MAX_UPDATE_PAUSE` (see
+/// `CostPacer::with_knee`). The write is counted (it is most of the cost once the text is
+/// edited rather than rendered) but a small file's costs some tens of µs: it follows changes
+/// within a millisecond or two, spending a few per cent of the writer's time at most, while
+/// one of a million lines (about 10 ms of CPU to copy to the disk) is rewritten about once a
+/// second while a fleet floods in, not after every change.
+const UPDATE_COST_FACTOR: u32 = 10;
+const UPDATE_COST_KNEE: Duration = Duration::from_micros(100);
+const MAX_UPDATE_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the delivery thread and the writer share.
 #[derive(Default)]
@@ -161,7 +162,7 @@ enum Wake {
 fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared: &Shared) {
     let mut next_tick = Instant::now() + interval;
     let mut pacer =
-        CostPacer::new(RENDER_COST_FACTOR, MAX_RENDER_PAUSE).with_knee(RENDER_COST_KNEE);
+        CostPacer::new(UPDATE_COST_FACTOR, MAX_UPDATE_PAUSE).with_knee(UPDATE_COST_KNEE);
     // What the file should hold, kept and edited from change to change; written only once
     // every mapping has shown its group.
     let mut text = HostsText::new(layout);
