@@ -13,6 +13,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rgap_plugin_kit::pacing::thread_cpu_time;
 
 /// Names temporary files apart within this process (the pid sets processes apart).
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -30,8 +33,10 @@ pub(crate) fn directory_of(path: &Path) -> &Path {
 
 /// Replaces `path` with `content` (its pieces one after the other) atomically. The new file
 /// gets `mode` if set, else the mode of the regular file it replaces, else [`DEFAULT_MODE`].
-/// Errors name the step and the file.
-pub fn replace(path: &Path, content: &[&[u8]], mode: Option<u32>) -> io::Result<()> {
+/// Errors name the step and the file. Returns the CPU time this thread spent copying the
+/// content into the file: what grows with its size, unlike the syncs and the rename, which
+/// mostly wait for the disk.
+pub fn replace(path: &Path, content: &[&[u8]], mode: Option<u32>) -> io::Result<Duration> {
     let dir = directory_of(path);
     // Not `fs::metadata`: a link planted at the target must not lend us its target's mode.
     let existing = fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_file());
@@ -39,7 +44,7 @@ pub fn replace(path: &Path, content: &[&[u8]], mode: Option<u32>) -> io::Result<
         .or_else(|| existing.as_ref().map(|m| m.permissions().mode() & 0o777))
         .unwrap_or(DEFAULT_MODE);
     let (temp_path, mut temp) = create_temp(path)?;
-    let written = (|| {
+    let written = (|| -> io::Result<Duration> {
         if let Some(existing) = &existing {
             keep_owner(&temp, existing).map_err(|e| {
                 let what = format!(
@@ -54,21 +59,25 @@ pub fn replace(path: &Path, content: &[&[u8]], mode: Option<u32>) -> io::Result<
         // After any chown, which may clear set-id bits; explicit, so the umask plays no part.
         temp.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| context(e, "setting permissions of", &temp_path))?;
+        let started = thread_cpu_time();
         write_pieces(&mut temp, content).map_err(|e| context(e, "writing", &temp_path))?;
+        let copied = thread_cpu_time().saturating_sub(started);
         temp.sync_all().map_err(|e| context(e, "syncing", &temp_path))?;
         drop(temp);
         fs::rename(&temp_path, path).map_err(|e| {
             let what = format!("renaming {} to", temp_path.display());
             context(e, &what, path)
-        })
+        })?;
+        Ok(copied)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&temp_path);
     }
-    written?;
+    let copied = written?;
     File::open(dir)
         .and_then(|dir_file| dir_file.sync_all())
-        .map_err(|e| context(e, "syncing directory", dir))
+        .map_err(|e| context(e, "syncing directory", dir))?;
+    Ok(copied)
 }
 
 /// Writes `pieces` in order, as many at a time as one `writev` takes: the text is kept in

@@ -4,8 +4,8 @@
 //! The delivery thread submits the member lists of the mapped groups that changed; the writer
 //! edits the kept text of the file ([`HostsText`]) and writes it if that changed anything (a
 //! join and a leave that cancel out cost no write). Updates are paced by their own cost (the
-//! edit and the write), more than proportionally for a large file (see
-//! `UPDATE_COST_FACTOR`): a small file is rewritten within a millisecond or two of a change;
+//! edit and the copy to the file), more than proportionally for a large file (see
+//! `UPDATE_COST_FACTOR`): a small file is rewritten within a millisecond of a change;
 //! a file of a million lines is not rewritten dozens of times a second while a fleet starts
 //! up. Every `interval` it also compares the file on disk with the wanted content and rewrites
 //! it if they differ, so an edit or a removal by someone else is undone, and a write that
@@ -27,15 +27,13 @@ use crate::atomic;
 use crate::hosts_text::HostsText;
 use crate::render::Layout;
 
-/// After an update (edit and write) that cost `t` of CPU, the next waits `t *
+/// After an update whose edit and copy to the file cost `t` of CPU, the next waits `t *
 /// UPDATE_COST_FACTOR * (1 + t / UPDATE_COST_KNEE)`, at most `MAX_UPDATE_PAUSE` (see
-/// `CostPacer::with_knee`). The write is counted (it is most of the cost once the text is
-/// edited rather than rendered) but a small file's costs some tens of µs: it follows changes
-/// within a millisecond or two, spending a few per cent of the writer's time at most, while
-/// one of a million lines (about 10 ms of CPU to copy to the disk) is rewritten about once a
-/// second while a fleet floods in, not after every change.
-const UPDATE_COST_FACTOR: u32 = 10;
-const UPDATE_COST_KNEE: Duration = Duration::from_micros(100);
+/// `CostPacer::with_knee`): a file of a few hundred lines (µs) follows changes within a
+/// millisecond, while one of a million lines (about 2 ms to edit, several to copy) is
+/// rewritten about once a second while a fleet floods in, not after every change.
+const UPDATE_COST_FACTOR: u32 = 100;
+const UPDATE_COST_KNEE: Duration = Duration::from_millis(1);
 const MAX_UPDATE_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the delivery thread and the writer share.
@@ -204,24 +202,27 @@ fn write_loop(file: &mut TargetFile, interval: Duration, layout: &Layout, shared
             file.wanted_changed();
         }
         let edit_cost = thread_cpu_time().saturating_sub(started);
+        let mut copy_cost = Duration::ZERO;
         if text.is_complete() {
             let wanted = text.pieces();
             match wake {
-                Wake::Changed => file.write_if_changed(&wanted),
+                Wake::Changed => copy_cost = file.write_if_changed(&wanted),
                 Wake::Tick | Wake::Stop => file.assert_content(&wanted, wake == Wake::Tick),
             }
         }
-        // Paced by the CPU the update cost, copying the file to the disk included; waiting
-        // for the disk (fsync) costs no CPU and delays the next update by itself.
-        let cost = thread_cpu_time().saturating_sub(started);
         match wake {
             Wake::Stop => return,
             Wake::Tick => next_tick = Instant::now() + interval,
             Wake::Changed => {
+                let cost = thread_cpu_time().saturating_sub(started);
                 tracing::debug!(
-                    "updated the hosts file in {cost:?} of CPU ({edit_cost:?} editing the text)"
+                    "updated the hosts file in {cost:?} of CPU ({edit_cost:?} editing the \
+                     text, {copy_cost:?} copying it to the file)"
                 );
-                pacer.record(cost);
+                // Paced by the work that grows with the file: editing and copying it. The
+                // syncs and the rename cost about the same for any file and mostly wait for
+                // the disk, which delays the next update by itself.
+                pacer.record(edit_cost + copy_cost);
             }
         }
     }
@@ -259,11 +260,13 @@ impl TargetFile {
         self.up_to_date = false;
     }
 
-    /// Writes `wanted` unless the file already got it.
-    fn write_if_changed(&mut self, wanted: &[&[u8]]) {
-        if !self.up_to_date {
-            self.write(wanted, false);
+    /// Writes `wanted` unless the file already got it; the CPU spent copying it (see
+    /// [`atomic::replace`]).
+    fn write_if_changed(&mut self, wanted: &[&[u8]]) -> Duration {
+        if self.up_to_date {
+            return Duration::ZERO;
         }
+        self.write(wanted, false)
     }
 
     /// Rewrites the file if what is on disk is not `wanted` (edited, removed, never written).
@@ -280,12 +283,13 @@ impl TargetFile {
                 self.path.display()
             );
         }
-        self.write(wanted, periodic);
+        let _ = self.write(wanted, periodic);
     }
 
-    fn write(&mut self, wanted: &[&[u8]], periodic: bool) {
+    /// Writes `wanted`; the CPU spent copying it, if it was written.
+    fn write(&mut self, wanted: &[&[u8]], periodic: bool) -> Duration {
         match atomic::replace(&self.path, wanted, self.mode) {
-            Ok(()) => {
+            Ok(copied) => {
                 self.metrics.writes.inc();
                 if self.failing {
                     tracing::info!("wrote {} again", self.path.display());
@@ -297,6 +301,7 @@ impl TargetFile {
                 self.failing = false;
                 self.ever_written = true;
                 self.up_to_date = true;
+                copied
             }
             Err(error) => {
                 self.metrics.write_errors.inc();
@@ -309,6 +314,7 @@ impl TargetFile {
                 }
                 self.failing = true;
                 self.up_to_date = false;
+                Duration::ZERO
             }
         }
     }
