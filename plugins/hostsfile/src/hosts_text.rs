@@ -3,10 +3,12 @@
 //!
 //! Each mapping's lines are kept sorted in chunks of a few hundred lines: the chunk's
 //! addresses (4 bytes an IPv4 address, the index searched) and its rendered text (what is
-//! written). A change to a group is found by diffing its new member list against the one the
-//! lines were made from ([`crate::diff`]); each address that joined or left inserts or removes
-//! one line in one chunk. A group whose list changed too much, or does not diff cleanly, is
-//! re-rendered alone. The text is the same, byte for byte, as [`Layout::render`] would give.
+//! written). A change to a group is found by diffing its new member list against the
+//! addresses of the one the lines were made from, kept in that list's order ([`crate::diff`]);
+//! each address that joined or left inserts or removes one line in one chunk. A group whose
+//! list changed too much, or does not diff cleanly, is rendered again alone. The text is the
+//! same, byte for byte, as `Layout::render` gives for the whole file (the tests hold them
+//! against each other).
 
 use std::io::Write as _;
 
