@@ -13,6 +13,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rgap_plugin_kit::pacing::thread_cpu_time;
 
 /// Names temporary files apart within this process (the pid sets processes apart).
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -28,9 +31,12 @@ pub(crate) fn directory_of(path: &Path) -> &Path {
     }
 }
 
-/// Replaces `path` with `content` atomically. The new file gets `mode` if set, else the mode
-/// of the regular file it replaces, else [`DEFAULT_MODE`]. Errors name the step and the file.
-pub fn replace(path: &Path, content: &[u8], mode: Option<u32>) -> io::Result<()> {
+/// Replaces `path` with `content` (its pieces one after the other) atomically. The new file
+/// gets `mode` if set, else the mode of the regular file it replaces, else [`DEFAULT_MODE`].
+/// Errors name the step and the file. Returns the CPU time this thread spent copying the
+/// content into the file: what grows with its size, unlike the syncs and the rename, which
+/// mostly wait for the disk.
+pub fn replace(path: &Path, content: &[&[u8]], mode: Option<u32>) -> io::Result<Duration> {
     let dir = directory_of(path);
     // Not `fs::metadata`: a link planted at the target must not lend us its target's mode.
     let existing = fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_file());
@@ -38,7 +44,7 @@ pub fn replace(path: &Path, content: &[u8], mode: Option<u32>) -> io::Result<()>
         .or_else(|| existing.as_ref().map(|m| m.permissions().mode() & 0o777))
         .unwrap_or(DEFAULT_MODE);
     let (temp_path, mut temp) = create_temp(path)?;
-    let written = (|| {
+    let written = (|| -> io::Result<Duration> {
         if let Some(existing) = &existing {
             keep_owner(&temp, existing).map_err(|e| {
                 let what = format!(
@@ -53,21 +59,53 @@ pub fn replace(path: &Path, content: &[u8], mode: Option<u32>) -> io::Result<()>
         // After any chown, which may clear set-id bits; explicit, so the umask plays no part.
         temp.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| context(e, "setting permissions of", &temp_path))?;
-        temp.write_all(content).map_err(|e| context(e, "writing", &temp_path))?;
+        let started = thread_cpu_time();
+        write_pieces(&mut temp, content).map_err(|e| context(e, "writing", &temp_path))?;
+        let copied = thread_cpu_time().saturating_sub(started);
         temp.sync_all().map_err(|e| context(e, "syncing", &temp_path))?;
         drop(temp);
         fs::rename(&temp_path, path).map_err(|e| {
             let what = format!("renaming {} to", temp_path.display());
             context(e, &what, path)
-        })
+        })?;
+        Ok(copied)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&temp_path);
     }
-    written?;
+    let copied = written?;
     File::open(dir)
         .and_then(|dir_file| dir_file.sync_all())
-        .map_err(|e| context(e, "syncing directory", dir))
+        .map_err(|e| context(e, "syncing directory", dir))?;
+    Ok(copied)
+}
+
+/// Writes `pieces` in order, as many at a time as one `writev` takes: the text is kept in
+/// chunks, which are written where they lie instead of being copied together first.
+fn write_pieces(file: &mut File, pieces: &[&[u8]]) -> io::Result<()> {
+    /// `IOV_MAX` on Linux.
+    const MAX_SLICES: usize = 1024;
+    let (mut next, mut skip) = (0, 0);
+    while next < pieces.len() {
+        let end = pieces.len().min(next + MAX_SLICES);
+        let mut slices: Vec<io::IoSlice<'_>> =
+            pieces[next..end].iter().map(|piece| io::IoSlice::new(piece)).collect();
+        slices[0] = io::IoSlice::new(&pieces[next][skip..]);
+        let mut written = match file.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // Past the pieces written whole, then into the one written in part.
+        while next < pieces.len() && written >= pieces[next].len() - skip {
+            written -= pieces[next].len() - skip;
+            next += 1;
+            skip = 0;
+        }
+        skip += written;
+    }
+    Ok(())
 }
 
 /// Gives `temp` the owner and group of the file it replaces, as logrotate and `install -C` do:
@@ -167,12 +205,24 @@ mod tests {
     fn replaces_content_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
-        replace(&path, b"one\n", None).unwrap();
-        replace(&path, b"two\n", None).unwrap();
+        replace(&path, &[b"one\n".as_slice()], None).unwrap();
+        replace(&path, &[b"two\n".as_slice()], None).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "two\n");
         let names: Vec<_> =
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("hosts")]);
+    }
+
+    #[test]
+    fn more_pieces_than_one_writev_takes_are_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let lines: Vec<String> =
+            (0..3000).map(|n| format!("10.0.{}.{} w{n}\n", n / 256, n % 256)).collect();
+        let mut pieces: Vec<&[u8]> = lines.iter().map(|line| line.as_bytes()).collect();
+        pieces.insert(1500, b"");
+        replace(&path, &pieces, None).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), lines.concat());
     }
 
     #[test]
@@ -182,7 +232,7 @@ mod tests {
         let path = dir.path().join("hosts");
         fs::write(&path, "old").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        replace(&path, b"new", None).unwrap();
+        replace(&path, &[b"new".as_slice()], None).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
@@ -192,7 +242,7 @@ mod tests {
         let path = dir.path().join("absent").join("hosts");
         let error = check_writable(&path).unwrap_err().to_string();
         assert!(error.contains(&dir.path().join("absent").display().to_string()), "{error}");
-        let error = replace(&path, b"x", None).unwrap_err().to_string();
+        let error = replace(&path, &[b"x".as_slice()], None).unwrap_err().to_string();
         assert!(error.starts_with("cannot create a file in"), "{error}");
     }
 
@@ -208,7 +258,7 @@ mod tests {
         fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o666)).unwrap();
         let path = dir.path().join("hosts");
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
-        replace(&path, b"new\n", None).unwrap();
+        replace(&path, &[b"new\n".as_slice()], None).unwrap();
         assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
         assert_eq!(mode_of(&path), DEFAULT_MODE);
         assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "precious\n");
@@ -219,12 +269,12 @@ mod tests {
     fn a_configured_mode_wins_and_set_id_bits_are_never_carried_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
-        replace(&path, b"a", Some(0o640)).unwrap();
+        replace(&path, &[b"a".as_slice()], Some(0o640)).unwrap();
         assert_eq!(mode_of(&path), 0o640);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
-        replace(&path, b"b", None).unwrap();
+        replace(&path, &[b"b".as_slice()], None).unwrap();
         assert_eq!(mode_of(&path), 0o755);
-        replace(&path, b"c", Some(0o600)).unwrap();
+        replace(&path, &[b"c".as_slice()], Some(0o600)).unwrap();
         assert_eq!(mode_of(&path), 0o600);
     }
 

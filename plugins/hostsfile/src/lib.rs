@@ -8,6 +8,9 @@
 //! all until every mapped group is ready.
 
 mod atomic;
+mod diff;
+mod hosts_text;
+mod mapped;
 mod render;
 mod writer;
 
@@ -19,7 +22,8 @@ use rgap_plugin_api::duration::GoDuration;
 use rgap_plugin_api::{export_output, BoxError, GroupSnapshot, HostHandle, OutputPlugin};
 use serde::{Deserialize, Deserializer};
 
-use render::{GroupCopies, Layout, Mapping, Waiting};
+use mapped::{MappedGroups, Outcome};
+use render::{Layout, Mapping, Waiting};
 use writer::Writer;
 
 /// `spec:` of a `hostsfile` output (the Go rgap's keys).
@@ -108,14 +112,10 @@ where
 struct HostsFile {
     path: PathBuf,
     layout: Arc<Layout>,
-    /// The membership revision and readiness of each mapping's group at the last snapshot
-    /// (`None` for a group the listener does not have). The file shows addresses, not expiry
-    /// times, so while these stay the same (refreshes only) there is nothing to do.
-    revisions: Option<Vec<Option<(u64, bool)>>>,
+    /// The mapped groups as last seen: which changed, whether all are ready.
+    mapped: MappedGroups,
     /// Why the file is not being written, as last logged.
     waiting: Option<Waiting>,
-    /// The mapped groups as last seen, for the writer to render.
-    copies: GroupCopies,
     writer: Writer,
 }
 
@@ -153,39 +153,21 @@ impl OutputPlugin for HostsFile {
                 .with_labels(&[]),
         };
         let writer = Writer::spawn(path.clone(), mode, interval, layout.clone(), host, metrics)?;
-        Ok(HostsFile {
-            path,
-            revisions: None,
-            layout,
-            waiting: None,
-            copies: GroupCopies::default(),
-            writer,
-        })
+        Ok(HostsFile { path, mapped: MappedGroups::new(&layout), layout, waiting: None, writer })
     }
 
     fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
-        let index = render::index_by_id(groups);
-        let revisions: Vec<Option<(u64, bool)>> = self
-            .layout
-            .mappings
-            .iter()
-            .map(|m| index.get(&m.group).map(|g| (g.membership_revision, g.ready)))
-            .collect();
-        if self.revisions.as_ref() == Some(&revisions) {
-            return Ok(());
-        }
-        self.revisions = Some(revisions);
-        match self.layout.waiting(groups) {
-            None => {
+        match self.mapped.update(&self.layout, groups) {
+            Outcome::Unchanged => {}
+            Outcome::Ready(lists) => {
                 if self.waiting.take().is_some() {
                     tracing::info!("every mapped group is ready: writing {}", self.path.display());
                 }
-                // Rendering (formatting and sorting every address) is the writer's job, paced
-                // by its cost; here the changed groups are only copied.
-                self.copies.update(groups, &self.layout);
-                self.writer.submit(self.copies.groups());
+                // Editing the text is the writer's job, paced by its cost; here the changed
+                // groups' member lists are only shared.
+                self.writer.submit(lists);
             }
-            Some(waiting) => {
+            Outcome::Waiting(waiting) => {
                 if self.waiting.as_ref() != Some(&waiting) {
                     if waiting.unknown.is_empty() {
                         tracing::info!("not writing {} yet: {waiting}", self.path.display());

@@ -2,14 +2,22 @@
 //! line per live member (sorted, so the file only changes when membership does), or the
 //! mapping's fallback addresses marked `# fallback address used!` when the group is empty,
 //! then the append lines. Nothing is rendered while a mapped group is not ready.
+//!
+//! Here are the layout, the order of addresses and their formatting; the writer keeps the
+//! text and edits it ([`crate::hosts_text`]). `Layout::render` renders the whole file at
+//! once, for tests to hold the edited text against.
 
 use std::fmt;
+#[cfg(test)]
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use std::collections::{HashMap, HashSet};
+#[cfg(test)]
+use std::collections::HashMap;
 
-use rgap_plugin_api::{GroupSnapshot, Member, MemberList};
+#[cfg(test)]
+use rgap_plugin_api::GroupSnapshot;
+use rgap_plugin_api::Member;
 
 /// One group's addresses under one hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +64,7 @@ impl fmt::Display for Waiting {
 
 impl Layout {
     /// Why the file cannot be written for `groups`, if it cannot: cheap, no formatting.
+    #[cfg(test)]
     pub fn waiting(&self, groups: &[GroupSnapshot<'_>]) -> Option<Waiting> {
         let index = index_by_id(groups);
         let mut waiting = Waiting { not_ready: Vec::new(), unknown: Vec::new() };
@@ -78,9 +87,10 @@ impl Layout {
         Ok(String::from_utf8(text).expect("rendered from strings and addresses"))
     }
 
-    /// As [`Layout::render`], into `text` (cleared first), sorting in `scratch`: a writer
-    /// that keeps both between renders does not allocate (and page-fault in) megabytes
-    /// afresh for a file of 200 000 lines each time.
+    /// As [`Layout::render`], into `text` (cleared first), sorting in `scratch`. The writer
+    /// keeps the text and edits it instead ([`crate::hosts_text`]); this is the whole file
+    /// rendered at once, to compare the edited text with.
+    #[cfg(test)]
     pub fn render_into(
         &self,
         groups: &[GroupSnapshot<'_>],
@@ -131,8 +141,28 @@ impl Layout {
 /// between renders for its memory.
 #[derive(Debug, Default)]
 pub struct SortScratch {
-    v4: Vec<u32>,
-    v6: Vec<u128>,
+    pub(crate) v4: Vec<u32>,
+    pub(crate) v6: Vec<u128>,
+}
+
+/// A member's address as a sort key: IPv4 (unmapped) apart from IPv6, as the file lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Address {
+    V4(u32),
+    V6(u128),
+}
+
+impl Address {
+    /// Read straight from the wire bytes: this runs once per member per render.
+    pub(crate) fn of(address: &[u8; 16]) -> Address {
+        const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        match address.split_first_chunk::<12>() {
+            Some((prefix, v4)) if *prefix == MAPPED_PREFIX => {
+                Address::V4(u32::from_be_bytes([v4[0], v4[1], v4[2], v4[3]]))
+            }
+            _ => Address::V6(u128::from_be_bytes(*address)),
+        }
+    }
 }
 
 /// Buffers kept between renders are shrunk when their capacity exceeds one and a half times
@@ -150,19 +180,16 @@ pub fn trim_excess<T>(buffer: &mut Vec<T>, needed: usize) {
 }
 
 impl SortScratch {
-    fn sort(&mut self, members: &[Member]) {
-        const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    /// Sorts the addresses of `members` into `v4` and `v6`, without duplicates.
+    pub(crate) fn sort(&mut self, members: &[Member]) {
         self.v4.clear();
         self.v6.clear();
         trim_excess(&mut self.v4, members.len());
         trim_excess(&mut self.v6, members.len());
-        // Read straight from the wire bytes: this runs once per member per render.
         for member in members {
-            match member.address.split_first_chunk::<12>() {
-                Some((prefix, v4)) if *prefix == MAPPED_PREFIX => {
-                    self.v4.push(u32::from_be_bytes([v4[0], v4[1], v4[2], v4[3]]));
-                }
-                _ => self.v6.push(u128::from_be_bytes(member.address)),
+            match Address::of(&member.address) {
+                Address::V4(v4) => self.v4.push(v4),
+                Address::V6(v6) => self.v6.push(v6),
             }
         }
         self.v4.sort_unstable();
@@ -171,84 +198,26 @@ impl SortScratch {
         self.v6.dedup();
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
 }
 
+#[cfg(test)]
 fn push_name(text: &mut Vec<u8>, hostname: &str) {
     text.push(b' ');
     push_line(text, hostname);
 }
 
+#[cfg(test)]
 fn push_line(text: &mut Vec<u8>, line: &str) {
     text.extend_from_slice(line.as_bytes());
     text.push(b'\n');
 }
 
-/// One mapped group as last seen, owned so the writer can render it later.
-#[derive(Debug, Clone)]
-pub struct GroupCopy {
-    pub id: u64,
-    pub ready: bool,
-    pub revision: u64,
-    pub membership_revision: u64,
-    pub members: MemberList,
-}
-
-impl GroupCopy {
-    pub fn snapshot(&self) -> GroupSnapshot<'_> {
-        GroupSnapshot {
-            id: self.id,
-            ready: self.ready,
-            revision: self.revision,
-            membership_revision: self.membership_revision,
-            members: &self.members,
-        }
-    }
-}
-
-/// Copies of the mapped groups, refreshed only for groups whose addresses or readiness changed, so a
-/// change to one group costs a copy of that group, not of every group.
-#[derive(Debug, Default)]
-pub struct GroupCopies {
-    groups: Vec<GroupCopy>,
-}
-
-impl GroupCopies {
-    /// Brings the copies up to date with the mapped groups of `groups`.
-    pub fn update(&mut self, groups: &[GroupSnapshot<'_>], layout: &Layout) {
-        let mapped: HashSet<u64> = layout.mappings.iter().map(|mapping| mapping.group).collect();
-        let mut previous: HashMap<u64, GroupCopy> =
-            self.groups.drain(..).map(|copy| (copy.id, copy)).collect();
-        for group in groups.iter().filter(|group| mapped.contains(&group.id)) {
-            let copy = match previous.remove(&group.id) {
-                Some(copy)
-                    if copy.membership_revision == group.membership_revision
-                        && copy.ready == group.ready =>
-                {
-                    copy
-                }
-                _ => GroupCopy {
-                    id: group.id,
-                    ready: group.ready,
-                    revision: group.revision,
-                    membership_revision: group.membership_revision,
-                    members: group.share_members(),
-                },
-            };
-            self.groups.push(copy);
-        }
-    }
-
-    /// The current copies (cheap: shared member lists).
-    pub fn groups(&self) -> Vec<GroupCopy> {
-        self.groups.clone()
-    }
-}
-
 /// Appends `a.b.c.d` for `address`, as `Ipv4Addr`'s `Display` would.
-fn push_ipv4(text: &mut Vec<u8>, address: u32) {
+pub(crate) fn push_ipv4(text: &mut Vec<u8>, address: u32) {
     // Built in a buffer and appended once: a `push` per digit costs a capacity check each.
     let mut buffer = [0u8; 15];
     let mut length = 0;
@@ -273,11 +242,12 @@ fn push_ipv4(text: &mut Vec<u8>, address: u32) {
 
 /// Groups by id: with many groups and many mappings, a scan per mapping would cost
 /// mappings × groups for every snapshot.
-pub fn index_by_id<'g, 'a>(groups: &'g [GroupSnapshot<'a>]) -> HashMap<u64, &'g GroupSnapshot<'a>> {
+#[cfg(test)]
+fn index_by_id<'g, 'a>(groups: &'g [GroupSnapshot<'a>]) -> HashMap<u64, &'g GroupSnapshot<'a>> {
     groups.iter().map(|group| (group.id, group)).collect()
 }
 
-fn push_once(ids: &mut Vec<u64>, id: u64) {
+pub(crate) fn push_once(ids: &mut Vec<u64>, id: u64) {
     if !ids.contains(&id) {
         ids.push(id);
     }
@@ -298,7 +268,7 @@ mod tests {
     }
 
     use super::*;
-    use rgap_plugin_api::Member;
+    use rgap_plugin_api::{Member, MemberList};
 
     fn member(ip: &str) -> Member {
         let address = match ip.parse::<IpAddr>().unwrap() {
