@@ -27,3 +27,23 @@ impl FaultSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_once_when_the_file_appears() {
+        let dir = std::env::temp_dir().join(format!("rgap-dns-fault-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fault = FaultSpec { panic_if_file_exists: dir.join("trigger") };
+        fault.check();
+        std::fs::write(dir.join("trigger"), "").unwrap();
+        let panic = std::panic::catch_unwind(|| fault.check()).expect_err("a panic");
+        let message = panic.downcast_ref::<String>().expect("a formatted message");
+        assert!(message.starts_with("fault injection: "), "{message}");
+        assert!(!dir.join("trigger").exists());
+        fault.check();
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}

@@ -194,6 +194,16 @@ mod tests {
         Harness::validate::<DnsOutput>(&good).unwrap();
     }
 
+    /// The fault-injection key exists only in test builds with the feature; every other
+    /// build refuses it like any unknown key.
+    #[cfg(not(feature = "fault-injection"))]
+    #[test]
+    fn fault_injection_is_an_unknown_key_without_the_feature() {
+        let spec = format!("{SPEC}fault_injection: {{panic_if_file_exists: /tmp/x}}\n");
+        let error = Harness::validate::<DnsOutput>(&spec).unwrap_err().to_string();
+        assert!(error.contains("unknown field `fault_injection`"), "{error}");
+    }
+
     #[test]
     fn answers_are_counted_by_response_code_and_truncation() {
         let (mut harness, server) = start("");
