@@ -7,8 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_net::client::Client;
@@ -240,18 +242,22 @@ fn members_answer_as_a_and_aaaa_with_their_remaining_ttl() {
 
 #[test]
 fn ttl_counts_down_to_the_members_expiry() {
-    // Announced 20 s in the past: at most 10 s are left of the 30 s.
+    // Announced 10 s in the past: at most 20 s are left of the 30 s, however long the
+    // answer takes to come.
     let dns = start_dns("0s", "");
-    let stamp = rgap_core::protocol::unix_micros(std::time::SystemTime::now()) - 20_000_000;
+    let stamp = rgap_core::protocol::unix_micros(std::time::SystemTime::now()) - 10_000_000;
     send_to(
         ([127, 0, 0, 1], dns.announce_port).into(),
         &common::announcement_at(GROUP, "10.0.0.9", PSK, stamp),
     );
-    let a = dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| {
-        addresses(r) == ips(&["10.0.0.9"])
+    let member = ips(&["10.0.0.9"]);
+    let a = dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| addresses(r) == member);
+    let first = ttls(&a)[0];
+    assert!((1..=20).contains(&first), "TTL {first}: the member has at most 20 s left");
+    // And it counts down: a later answer gives less (polled, whatever the machine's load).
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "a smaller TTL", |r| {
+        addresses(r) == member && ttls(r)[0] < first
     });
-    let ttl = ttls(&a)[0];
-    assert!((1..=10).contains(&ttl), "TTL {ttl}: the member has at most 10 s left");
 }
 
 #[test]
@@ -742,7 +748,8 @@ fn junk_does_not_stop_the_server() {
 
     // Datagrams: empty, too short for a header, a header promising a question that is not
     // there, a response (never answered), a name with a pointer loop, random bytes, and
-    // an oversized datagram.
+    // an oversized datagram. Every one of 12 bytes or more carries an id of its own (its
+    // index), so that each reply tells which datagram it answers.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut junk: Vec<Vec<u8>> = vec![
         vec![],
@@ -753,9 +760,12 @@ fn junk_does_not_stop_the_server() {
         vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1],
         vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 9, 3, b'f', b'o', b'o', 0, 0, 1, 0, 1],
         vec![0x5A; 9000],
+        // A response carrying a question, and one with a record: never answered either.
+        vec![0xAB, 0xCD, 0x84, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+        vec![0xAB, 0xCD, 0x80, 0x00, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 9, 0, 0],
     ];
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for length in [12, 17, 40, 300, 1500] {
+    for length in [12, 17, 40, 300, 1500, 12, 40] {
         junk.push(
             (0..length)
                 .map(|_| {
@@ -767,16 +777,43 @@ fn junk_does_not_stop_the_server() {
                 .collect(),
         );
     }
+    for (index, datagram) in junk.iter_mut().enumerate().filter(|(_, d)| d.len() >= 12) {
+        datagram[..2].copy_from_slice(&(index as u16).to_be_bytes());
+    }
+    // QR is the top bit of the third byte: a datagram with it set is a response.
+    let is_response = |datagram: &[u8]| datagram.len() >= 12 && datagram[2] & 0x80 != 0;
+    assert!(
+        junk.iter().filter(|datagram| is_response(datagram)).count() >= 4,
+        "the random datagrams should include responses too; pick another seed"
+    );
+    // Every reply that comes back, to any datagram sent, must answer a query: a datagram
+    // of at least a header with QR clear, never a response (no reflection) or a runt.
+    let mut buf = [0u8; 2048];
+    let mut replies = 0;
+    let mut check_replies = |socket: &UdpSocket, quiet: Duration| {
+        socket.set_read_timeout(Some(quiet)).unwrap();
+        while let Ok(length) = socket.recv(&mut buf) {
+            replies += 1;
+            let reply = &buf[..length];
+            assert!(length >= 12, "a reply of {length} bytes");
+            assert!(reply[2] & 0x80 != 0, "a reply without QR: {reply:?}");
+            let index = usize::from(u16::from_be_bytes([reply[0], reply[1]]));
+            let asked = junk.get(index).unwrap_or_else(|| panic!("a reply with id {index}"));
+            assert!(asked.len() >= 12, "datagram {index} ({} bytes) was answered", asked.len());
+            assert!(!is_response(asked), "datagram {index}, a response, was answered: {asked:?}");
+        }
+    };
     for _ in 0..50 {
         for datagram in &junk {
             let _ = socket.send_to(datagram, dns.server);
         }
+        check_replies(&socket, Duration::from_millis(1));
     }
-    // A response-type datagram must not be answered (no reflection).
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut buf = [0u8; 2048];
-    while socket.recv(&mut buf).is_ok() {}
+    check_replies(&socket, Duration::from_millis(500));
+    // The queries among the junk were answered (so the check above had replies to check).
+    assert!(replies >= 50, "only {replies} replies to 50 rounds of junk");
     socket.send_to(&[0xAB, 0xCD, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0], dns.server).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     assert!(socket.recv(&mut buf).is_err(), "a response datagram was answered");
 
     // TCP: a connection that sends half a message and stays, one that sends a length and
@@ -869,6 +906,287 @@ fn binding_every_address_answers_on_ipv4_and_ipv6_loopback() {
         assert_eq!(addresses(&query(v6, NAME, RecordType::AAAA, Via::Udp)), ips(&["2001:db8::1"]));
         assert_eq!(addresses(&query(v6, NAME, RecordType::AAAA, Via::Tcp)), ips(&["2001:db8::1"]));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP connections: pipelining, the idle timeout, the connection limit
+// ---------------------------------------------------------------------------------------
+
+/// The server closes a connection idle for this long (its `TCP_IDLE_TIMEOUT`).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server keeps at most this many TCP connections (its `MAX_TCP_CONNECTIONS`).
+const MAX_TCP_CONNECTIONS: usize = 512;
+
+/// A query for `name`/`record_type` with message id `id`, as bytes (no EDNS).
+fn query_bytes(id: u16, name: &str, record_type: RecordType) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = id;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
+    message.to_vec().unwrap()
+}
+
+/// `message` with its two-byte length in front, as DNS over TCP sends it (RFC 1035 §4.2.2).
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut frame = (message.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// Reads one length-prefixed response from `stream`.
+fn read_framed(stream: &mut TcpStream) -> std::io::Result<Message> {
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length)?;
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut message)?;
+    Ok(Message::from_vec(&message).expect("a well-formed response"))
+}
+
+/// A TCP connection to `server` that gives up reading after `QUERY_TIMEOUT`.
+fn connect(server: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(server).expect("a TCP connection");
+    stream.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Asks for [`NAME`] A on `stream`; the addresses answered, or why there was no answer.
+fn ask_on(stream: &mut TcpStream, id: u16) -> Result<BTreeSet<IpAddr>, String> {
+    stream
+        .write_all(&framed(&query_bytes(id, NAME, RecordType::A)))
+        .map_err(|e| format!("writing: {e}"))?;
+    let reply = read_framed(stream).map_err(|e| format!("reading: {e}"))?;
+    assert_eq!(reply.metadata.id, id, "the answer to another query");
+    Ok(message_addresses(&reply))
+}
+
+fn message_addresses(message: &Message) -> BTreeSet<IpAddr> {
+    message.answers.iter().filter_map(|record| record.data.ip_addr()).collect()
+}
+
+/// Whether the server has closed `stream`: end of stream (or a reset) rather than nothing
+/// to read yet. Does not wait.
+fn closed_by_server(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent something unasked"),
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn pipelined_tcp_queries_on_one_connection_are_each_answered_in_order() {
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    dns.announce("2001:db8:1::1");
+    dns.wait_for(NAME, RecordType::AAAA, Via::Tcp, "the IPv6 member", |r| {
+        addresses(r) == ips(&["2001:db8:1::1"])
+    });
+    dns.wait_for(NAME, RecordType::A, Via::Tcp, "the IPv4 member", |r| {
+        addresses(r) == ips(&["10.0.0.1"])
+    });
+
+    // Five queries written at once, before any answer is read, then a sixth whose frame
+    // arrives in three pieces (length, half, rest).
+    let asked = [
+        (NAME, RecordType::A),
+        (NAME, RecordType::AAAA),
+        ("other.example.com.", RecordType::A),
+        (NAME, RecordType::MX),
+        ("WORKER.example.com.", RecordType::A),
+        (NAME, RecordType::AAAA),
+    ];
+    let frames: Vec<Vec<u8>> = asked
+        .iter()
+        .enumerate()
+        .map(|(i, (name, record_type))| framed(&query_bytes(0x100 + i as u16, name, *record_type)))
+        .collect();
+    let mut stream = connect(dns.server);
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(&frames[..5].concat()).unwrap();
+    let last = &frames[5];
+    stream.write_all(&last[..2]).unwrap();
+    stream.write_all(&last[2..8]).unwrap();
+    stream.write_all(&last[8..]).unwrap();
+
+    let v4 = ips(&["10.0.0.1"]);
+    let v6 = ips(&["2001:db8:1::1"]);
+    for (i, (name, record_type)) in asked.iter().enumerate() {
+        let reply = read_framed(&mut stream)
+            .unwrap_or_else(|e| panic!("no answer {i} ({name} {record_type}): {e}"));
+        assert_eq!(reply.metadata.id, 0x100 + i as u16, "answers come in the order asked");
+        let question = &reply.queries[0];
+        assert_eq!(question.name().to_ascii(), *name);
+        assert_eq!(question.query_type(), *record_type);
+        let (code, expected) = match (i, record_type) {
+            (2, _) => (ResponseCode::NXDomain, BTreeSet::new()),
+            (_, RecordType::A) => (ResponseCode::NoError, v4.clone()),
+            (_, RecordType::AAAA) => (ResponseCode::NoError, v6.clone()),
+            _ => (ResponseCode::NoError, BTreeSet::new()),
+        };
+        assert_eq!(reply.metadata.response_code, code, "answer {i}");
+        assert_eq!(message_addresses(&reply), expected, "answer {i}");
+    }
+    // The connection stays open for more.
+    assert_eq!(ask_on(&mut stream, 7), Ok(v4));
+}
+
+#[test]
+fn idle_tcp_connections_are_closed_while_busy_ones_stay_open() {
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    let member = ips(&["10.0.0.1"]);
+    dns.wait_for(NAME, RecordType::A, Via::Tcp, "the member", |r| addresses(r) == member);
+
+    // One connection says nothing, one sends half a message, one asks about once a second.
+    let opened = std::time::Instant::now();
+    let silent = connect(dns.server);
+    let mut half = connect(dns.server);
+    half.write_all(&[0, 40, 0xAB, 0xCD]).unwrap();
+    let mut busy = connect(dns.server);
+    let mut asked = 0u16;
+    let mut last_asked = opened;
+    let (mut silent_closed, mut half_closed) = (None, None);
+    let all_closed = eventually(|| {
+        if last_asked.elapsed() >= Duration::from_secs(1) {
+            asked += 1;
+            assert_eq!(ask_on(&mut busy, asked), Ok(member.clone()), "query {asked}");
+            last_asked = std::time::Instant::now();
+        }
+        if silent_closed.is_none() && closed_by_server(&silent) {
+            silent_closed = Some(opened.elapsed());
+        }
+        if half_closed.is_none() && closed_by_server(&half) {
+            half_closed = Some(opened.elapsed());
+        }
+        silent_closed.is_some() && half_closed.is_some()
+    });
+    assert!(all_closed, "idle connections still open after {:?}", opened.elapsed());
+    let closed_at = silent_closed.unwrap().min(half_closed.unwrap());
+    // Not closed at once: only after the timeout (a loaded machine can only make it later).
+    assert!(closed_at >= TCP_IDLE_TIMEOUT / 2, "an idle connection closed after {closed_at:?}");
+    // The connection that kept asking outlived them, and answers still.
+    assert!(asked >= 3, "{asked} queries on the busy connection");
+    assert_eq!(ask_on(&mut busy, 999), Ok(member));
+}
+
+#[test]
+fn a_tcp_connection_beyond_the_limit_closes_the_oldest_only() {
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    let member = ips(&["10.0.0.1"]);
+    dns.wait_for(NAME, RecordType::A, Via::Tcp, "the member", |r| addresses(r) == member);
+
+    // Answered on each: the server has accepted them, in this order.
+    let mut oldest = connect(dns.server);
+    assert_eq!(ask_on(&mut oldest, 1), Ok(member.clone()));
+    let mut second = connect(dns.server);
+    assert_eq!(ask_on(&mut second, 2), Ok(member.clone()));
+    let others: Vec<TcpStream> =
+        (0..MAX_TCP_CONNECTIONS - 3).map(|_| connect(dns.server)).collect();
+    let mut last_within = connect(dns.server);
+    // The server accepts in order: once the last one is answered, all are open.
+    assert_eq!(ask_on(&mut last_within, 3), Ok(member.clone()));
+    // At the limit, nothing is closed yet. (Asking also keeps the two oldest from reaching
+    // the idle timeout however slow the machine, and makes the oldest by age the most
+    // recently active: the one closed next is chosen by age, not by silence.)
+    assert_eq!(ask_on(&mut oldest, 4), Ok(member.clone()), "at the limit");
+    assert_eq!(ask_on(&mut second, 8), Ok(member.clone()), "at the limit");
+
+    // One more: the oldest makes room for it.
+    let mut newest = connect(dns.server);
+    assert_eq!(ask_on(&mut newest, 5), Ok(member.clone()));
+    assert!(eventually(|| closed_by_server(&oldest)), "the oldest connection is still open");
+    // Only the oldest.
+    assert_eq!(ask_on(&mut second, 6), Ok(member.clone()), "the second oldest");
+    assert_eq!(ask_on(&mut last_within, 7), Ok(member.clone()));
+    drop(others);
+}
+
+// ---------------------------------------------------------------------------------------
+// Re-created after a panic
+// ---------------------------------------------------------------------------------------
+
+/// The dns plugin built with its `fault-injection` feature, which adds the spec key
+/// `fault_injection: {panic_if_file_exists: PATH}`. Built once per test binary into a target
+/// directory of its own beside the normal one, so that the plugins of the normal build are
+/// neither replaced nor rebuilt; returns the directory that holds the `.so`.
+fn fault_injection_plugin_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let binary = common::rgap_binary();
+        let profile_dir = binary.parent().expect("binary has a directory");
+        let target_dir = profile_dir.parent().expect("profile dir has a parent");
+        let own_target = target_dir.join("fault-injection");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--quiet", "-p", "rgap-output-dns", "--features", "fault-injection"])
+            .arg("--target-dir")
+            .arg(&own_target);
+        let profile = profile_dir.file_name().expect("a profile directory");
+        if profile == "release" {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build for the dns plugin");
+        assert!(status.success(), "building the dns plugin with fault-injection failed");
+        own_target.join(profile)
+    })
+}
+
+#[test]
+fn a_dns_output_re_created_after_a_panic_binds_its_port_again_and_serves() {
+    let plugins = fault_injection_plugin_dir();
+    let triggers = tempfile::tempdir().unwrap();
+    let trigger = triggers.path().join("panic-now");
+    let announce_port = free_udp_port();
+    let dns_port = free_port();
+    let spec_extra =
+        format!("    fault_injection: {{panic_if_file_exists: '{}'}}\n", trigger.display());
+    let outputs = dns_output(dns_port, "", &spec_extra);
+    // The build with fault-injection comes first; a build without it would refuse the key.
+    let config = format!(
+        "plugin_dirs: ['{}']\n{}",
+        plugins.display(),
+        config(announce_port, "  expire: 30s\n  readiness_delay: 0s\n", &outputs)
+    );
+    let listener = spawn_listener(&config);
+    listener.wait_for_log("listener started");
+    let dns = Dns { listener, announce_port, server: ([127, 0, 0, 1], dns_port).into() };
+    dns.announce("10.0.0.1");
+    for via in [Via::Udp, Via::Tcp] {
+        dns.wait_for(NAME, RecordType::A, via, "the first member", |r| {
+            addresses(r) == ips(&["10.0.0.1"])
+        });
+    }
+
+    // The next snapshot (the next member's) panics inside the plugin.
+    std::fs::write(&trigger, "").unwrap();
+    dns.announce("10.0.0.2");
+    let panicked = dns.listener.wait_for_log("panicked: ");
+    assert!(panicked.contains("output dns#1 panicked: "), "{panicked}");
+    assert!(panicked.contains("fault injection"), "the plugin's own panic: {panicked}");
+    assert!(panicked.contains("re-creating it from its spec in 1s"), "{panicked}");
+    assert!(!trigger.exists(), "the plugin takes the trigger away: it panics once");
+    dns.listener.wait_for_log("output dns#1 re-created; delivering a fresh snapshot");
+
+    // The new instance serves on the same port, from the snapshot it was given (the old
+    // one panicked before taking in the second member).
+    let both = ips(&["10.0.0.1", "10.0.0.2"]);
+    for via in [Via::Udp, Via::Tcp] {
+        dns.wait_for(NAME, RecordType::A, via, "both members from the new instance", |r| {
+            addresses(r) == both
+        });
+    }
+    // And keeps following the group.
+    dns.announce("10.0.0.3");
+    let all = ips(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "the third member", |r| addresses(r) == all);
+    let log = dns.listener.log();
+    assert_eq!(log.iter().filter(|line| line.contains("panicked: ")).count(), 1, "{log:#?}");
+    assert!(!log.iter().any(|line| line.contains("re-creating failed")), "{log:#?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
@@ -96,7 +95,7 @@ pub struct Style {
 /// Answers queries for the mapped names.
 pub struct Responder {
     names: HashMap<LowerName, MappedName>,
-    view: Arc<ArcSwap<View>>,
+    view: Arc<View>,
     style: Style,
     metrics: Metrics,
 }
@@ -104,7 +103,7 @@ pub struct Responder {
 impl Responder {
     pub fn new(
         names: HashMap<LowerName, MappedName>,
-        view: Arc<ArcSwap<View>>,
+        view: Arc<View>,
         style: Style,
         metrics: Metrics,
     ) -> Self {
@@ -207,8 +206,9 @@ impl Responder {
             reply.metadata.authoritative = self.style.authoritative;
             return reply;
         };
-        let view = self.view.load();
-        let Some(group) = view.group(mapped.group).filter(|group| group.ready) else {
+        let loaded = self.view.group(mapped.group);
+        let group = loaded.as_ref().and_then(|slot| slot.as_deref());
+        let Some(group) = group.filter(|group| group.ready) else {
             reply.metadata.response_code = ResponseCode::ServFail;
             return reply;
         };

@@ -4,14 +4,17 @@
 //! group is not ready. Spec keys as in the Go rgap: `bind_address`, `mappings`, `compress`,
 //! `non_authoritative`; and `max_answers` and `rate_limit` for hostile load.
 //!
-//! The delivery thread turns each snapshot into a new immutable view (`view`) and swaps
-//! it in; the server thread (`server`, `batch`, `limit`) answers from whichever view is
-//! current (`answer`, written by `wire`), so a change shows in the next answer and no query
-//! waits for ingestion; `metrics` counts what it does. `README.md` beside this crate has the
+//! The delivery thread rebuilds each mapped group whose snapshot revision moved and swaps
+//! it into that group's own slot (`view`), so one change costs work for that group only;
+//! the server thread (`server`, `batch`, `limit`) answers from whatever each slot holds
+//! (`answer`, written by `wire`), so a change shows in the next answer and no query waits
+//! for ingestion; `metrics` counts what it does. `README.md` beside this crate has the
 //! details and the numbers.
 
 mod answer;
 mod batch;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod limit;
 mod metrics;
 mod server;
@@ -35,6 +38,8 @@ struct DnsOutput {
     server: Server,
     /// For the warning about groups the listener does not have.
     mapping_keys: Vec<(u64, String)>,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<fault::FaultSpec>,
 }
 
 impl OutputPlugin for DnsOutput {
@@ -74,10 +79,20 @@ impl OutputPlugin for DnsOutput {
             mapping_keys.len(),
             addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
-        Ok(DnsOutput { publisher, server, mapping_keys })
+        Ok(DnsOutput {
+            publisher,
+            server,
+            mapping_keys,
+            #[cfg(feature = "fault-injection")]
+            fault: spec.fault_injection.clone(),
+        })
     }
 
     fn on_snapshot(&mut self, groups: &[GroupSnapshot<'_>]) -> Result<(), BoxError> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = &self.fault {
+            fault.check();
+        }
         for group in self.publisher.update(groups) {
             for (_, key) in self.mapping_keys.iter().filter(|(id, _)| *id == group) {
                 tracing::warn!(
@@ -177,6 +192,16 @@ mod tests {
         assert!(error.to_string().starts_with("spec.bind_address: "), "{error}");
         let good = format!("{SPEC}max_answers: 4\nrate_limit: {{responses_per_second: 50}}\n");
         Harness::validate::<DnsOutput>(&good).unwrap();
+    }
+
+    /// The fault-injection key exists only in test builds with the feature; every other
+    /// build refuses it like any unknown key.
+    #[cfg(not(feature = "fault-injection"))]
+    #[test]
+    fn fault_injection_is_an_unknown_key_without_the_feature() {
+        let spec = format!("{SPEC}fault_injection: {{panic_if_file_exists: /tmp/x}}\n");
+        let error = Harness::validate::<DnsOutput>(&spec).unwrap_err().to_string();
+        assert!(error.contains("unknown field `fault_injection`"), "{error}");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct DnsSpec {
     /// Response rate limiting per client prefix, over UDP. Absent: no limit.
     #[serde(default)]
     rate_limit: Option<RateLimitSpec>,
+    /// Test builds only (feature `fault-injection`): panic on demand.
+    #[cfg(feature = "fault-injection")]
+    #[serde(default)]
+    pub fault_injection: Option<crate::fault::FaultSpec>,
 }
 
 /// `rate_limit:` as written in YAML.
