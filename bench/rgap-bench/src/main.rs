@@ -15,7 +15,9 @@
 //! `target/release/rgap-bench <scenario> --help`. Traffic goes to loopback only, and every
 //! load loop is bounded by the counts given.
 
+mod all;
 mod blaster;
+mod figures;
 mod flood;
 mod listener;
 mod million;

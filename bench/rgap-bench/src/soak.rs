@@ -118,7 +118,10 @@ const MAX_LAG: Duration = Duration::from_millis(20);
 /// What the sender did.
 #[derive(Default)]
 struct Sent {
+    /// Announcements the kernel accepted.
     sent: AtomicU64,
+    /// Announcements the kernel refused (`ENOBUFS`): tried, never sent.
+    failed: AtomicU64,
     /// Announcements not sent because the sender fell behind by more than `MAX_LAG`.
     skipped: AtomicU64,
 }
@@ -156,9 +159,11 @@ fn churn(to: SocketAddr, rate: u64, addresses: usize, stop_at: Instant, sent: &S
                 Announcement { group: GROUP, timestamp_unix_us, address: IpAddr::V4(address) };
             batch.push(encode_signed(&announcement, &psk).to_vec());
         }
-        let done = send_batch(&socket, &batch).expect("sending announcements") as u64;
-        (index, scheduled) = (index + done, scheduled + done);
-        sent.sent.fetch_add(done, Ordering::Relaxed);
+        let done = send_batch(&socket, &batch).expect("sending announcements");
+        let tried = (done.sent + done.failed) as u64;
+        (index, scheduled) = (index + tried, scheduled + tried);
+        sent.sent.fetch_add(done.sent as u64, Ordering::Relaxed);
+        sent.failed.fetch_add(done.failed as u64, Ordering::Relaxed);
     }
 }
 
@@ -375,13 +380,15 @@ fn summary(
     sent: &Sent,
 ) {
     let accepted = total(log, "accepted");
-    let (skipped, sent) = (sent.skipped.load(Ordering::Relaxed), sent.sent.load(Ordering::Relaxed));
+    let (skipped, failed) =
+        (sent.skipped.load(Ordering::Relaxed), sent.failed.load(Ordering::Relaxed));
+    let sent = sent.sent.load(Ordering::Relaxed);
     let max_live = samples.iter().map(|sample| sample.live).max().unwrap_or(0);
     println!(
         "  sender skipped {skipped} announcements while it was starved of CPU; most live members seen {max_live}"
     );
     println!(
-        "  sent {sent}, listener accepted {accepted}; CPU {:.1} s in all ({:.2} µs per announcement)",
+        "  sent {sent} (and {failed} refused by the kernel, not sent), listener accepted {accepted}; CPU {:.1} s in all ({:.2} µs per announcement)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / accepted.max(1) as f64
     );
