@@ -300,9 +300,7 @@ impl CpuSnapshot {
                 ThreadUse {
                     name: thread.name.clone(),
                     cpu: thread.cpu.saturating_sub(earlier.map_or(Duration::ZERO, |b| b.cpu)),
-                    switches: thread
-                        .switches
-                        .saturating_sub(earlier.map_or(0, |b| b.switches)),
+                    switches: thread.switches.saturating_sub(earlier.map_or(0, |b| b.switches)),
                     exact: thread.exact,
                 }
             })

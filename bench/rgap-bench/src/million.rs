@@ -12,8 +12,8 @@ use rgap_core::protocol::{encode_signed_leave, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
 use crate::blaster::blast;
-use crate::listener::{count_lines, total, BenchListener};
 use crate::figures::figure;
+use crate::listener::{count_lines, total, BenchListener};
 use crate::scenarios::{
     hosts_and_dns_config, member_ip, micros_per, per, port, port_for_dns, signed, PSK, QUIET,
 };
@@ -33,7 +33,6 @@ pub struct MillionArgs {
     #[arg(long, default_value_t = 10)]
     samples: usize,
 }
-
 
 pub fn million(args: &MillionArgs) {
     let (port, dns_port) = (port(), port_for_dns());

@@ -20,6 +20,7 @@ use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
 use crate::blaster::send_batch;
+use crate::figures::figure;
 use crate::listener::{count_lines, total, BenchListener};
 use crate::plot::{plot, Sample};
 use crate::scenarios::{member_ip, port, port_for_dns, PSK};
@@ -406,6 +407,12 @@ fn summary(
         marks += &format!(" end ({}) {:.1}", clock(last.at).trim(), mib(last.rss_kib));
     }
     println!("  RSS MiB:{marks}; peak {:.1}", mib(peak_kib));
+    figure("peak_rss_mib", mib(peak_kib));
+    figure("refused_sends", failed as f64);
+    figure("skipped", skipped as f64);
+    if let Some(last) = last {
+        figure("rss_end_mib", mib(last.rss_kib));
+    }
     // The goal: RSS at the end within 5 % of RSS at 10 minutes.
     let ten = Duration::from_secs(600);
     if let (Some(at_ten), Some(last)) = (sample_at(samples, ten), last) {
@@ -424,6 +431,9 @@ fn summary(
                 mib(early),
                 mib(late)
             );
+            figure("rss_10min_median_mib", mib(early));
+            figure("rss_end_median_mib", mib(late));
+            figure("rss_growth_pct", growth);
         }
     }
 }
