@@ -446,8 +446,10 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     }
     line(String::new());
     line(
-        "Build once with `cargo build --release --workspace`; each row below names the command \
-          that measures it alone."
+        "Build once with `cargo build --release --workspace`, then \
+         `target/release/rgap-bench all [--runs 5] [--markdown out.md] [--with-soak]` measures \
+         everything below and writes this section (`--quick` for a smoke test; the DNS figures \
+         need `dnsperf`); each row also names the command that measures it alone."
             .into(),
     );
     line(String::new());
@@ -482,7 +484,7 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         ("ingest-http", "all joins, hostsfile, `/metrics` scraped every second"),
     ] {
         line(format!(
-            "| {label} ({} runs) | **{}** | {} | {} | {} | `{}` |",
+            "| {label} (n={}) | **{}** | {} | {} | {} | `{}` |",
             runs_of(r, job),
             fig(r, job, "cpu_per_valid_us", 2, " µs"),
             fig(r, job, "lost_valid", 0, ""),
@@ -496,7 +498,7 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         ("ingest-junk-100k", "distinct at 100 000/s + 10× junk offered"),
     ] {
         line(format!(
-            "| {label} ({} runs; the sender reached {} datagrams/s) | {} per datagram | {} | {} | {} | `{}` |",
+            "| {label} (n={}; the sender reached {} datagrams/s) | {} per datagram | {} | {} | {} | `{}` |",
             runs_of(r, job),
             fig(r, job, "sent_per_s", 0, ""),
             fig(r, job, "cpu_per_datagram_us", 2, " µs"),
@@ -513,7 +515,9 @@ fn render_markdown(results: &Results, context: &Context) -> String {
             .filter_map(|key| {
                 key.strip_prefix("thread_")?.strip_suffix("_us").map(|name| (key, name))
             })
-            .map(|(key, name)| format!("`{name}` {}", fig(r, "ingest", key, 3, " µs")))
+            .map(|(key, name)| {
+                format!("`{}` {}", name.replace('_', " ").trim(), fig(r, "ingest", key, 3, " µs"))
+            })
             .collect();
         line(format!(
             "By thread, per valid announcement (all joins, hostsfile; only the CPU of the \
@@ -534,20 +538,20 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     ));
     line(String::new());
 
-    line(
-        "**Scale**: live members with the hostsfile, dns and log outputs loaded; then a burst \
-          of changes to one group at a stated rate, then isolated changes (each sent alone to a \
-          quiet listener, measured until it is in the hosts file and the CPU is quiet again, \
-          idle subtracted):"
-            .into(),
-    );
+    line(format!(
+        "**Scale**: {} live members with the hostsfile, dns and log outputs loaded; then a \
+             burst of changes to one group at the rate stated, then isolated changes (each sent \
+             alone to a quiet listener, measured until it is in the hosts file and the CPU is \
+             quiet again, idle subtracted; median per run):",
+        med(r, "scale-1", "members", 0)
+    ));
     line(String::new());
     line("| groups | hosts file complete after | CPU per member | RSS full | CPU per change, burst (rate) | CPU of one isolated change | command |".into());
     line("|---|---|---|---|---|---|---|".into());
     for job in ["scale-1", "scale-1000"] {
         line(format!(
             "| {} | {} | {} | {} | {} (at {}/s) | {} | `{}` |",
-            job.trim_start_matches("scale-"),
+            med(r, job, "groups", 0),
             fig(r, job, "absorbed_s", 2, " s"),
             fig(r, job, "cpu_per_member_us", 2, " µs"),
             fig(r, job, "rss_full_mib", 0, " MiB"),
@@ -580,19 +584,19 @@ fn render_markdown(results: &Results, context: &Context) -> String {
     }
     line(String::new());
 
-    line(
-        "**A million members** (hostsfile, dns and log outputs; then one join and one leave \
-          at a time, each from a quiet listener until it is quiet again, idle subtracted; \
-          median of the samples per run):"
-            .into(),
-    );
+    line(format!(
+        "**A million members** ({} members loaded at 100 000/s, hostsfile, dns and log \
+             outputs; then one join and one leave at a time, each from a quiet listener until it \
+             is quiet again, idle subtracted; median of the samples per run):",
+        med(r, "million-1", "members", 0)
+    ));
     line(String::new());
     line("| groups | absorbed in | CPU per member | RSS empty | RSS full | peak RSS | CPU per later join | per later leave | command |".into());
     line("|---|---|---|---|---|---|---|---|---|".into());
     for job in ["million-1", "million-10000"] {
         line(format!(
             "| {} | {} | {} | {} | {} | **{}** | {} | {} | `{}` |",
-            job.trim_start_matches("million-"),
+            med(r, job, "groups", 0),
             fig(r, job, "absorbed_s", 1, " s"),
             fig(r, job, "cpu_per_member_us", 2, " µs"),
             fig(r, job, "rss_empty_mib", 0, " MiB"),

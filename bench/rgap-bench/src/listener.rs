@@ -146,11 +146,12 @@ impl BenchListener {
         CpuSnapshot { threads, process: proc_cpu(self.pid()), exact, at: Instant::now() }
     }
 
-    /// Waits until the listener's CPU stops growing: samples every `step` until it has
-    /// grown by at most 1 % of a core (plus 0.2 ms) over `quiet`, up to `limit`. Returns
-    /// the snapshot taken where that quiet stretch began, the end of the work measured.
-    /// A listener that never quiets is reported (warning) and measured at `limit`.
-    pub fn wait_until_quiet(&self, quiet: Duration, limit: Duration) -> CpuSnapshot {
+    /// Waits until the listener's CPU stops growing: samples it until it has grown by at
+    /// most 1 % of a core (plus 0.2 ms) over `quiet`, up to `limit`. Returns the snapshots
+    /// where that quiet stretch began (the end of the work before it) and ended (the start
+    /// of the work after it). A listener that never quiets is reported (warning) and
+    /// measured at `limit`.
+    pub fn wait_until_quiet(&self, quiet: Duration, limit: Duration) -> Quiet {
         let step = (quiet / 5).max(Duration::from_millis(10));
         let deadline = Instant::now() + limit;
         let mut window: std::collections::VecDeque<CpuSnapshot> = Default::default();
@@ -165,7 +166,7 @@ impl BenchListener {
             let span = now.at.duration_since(first.at);
             let grown = now.total().saturating_sub(first.total());
             if span >= quiet && grown <= span / 100 + Duration::from_micros(200) {
-                return window.pop_front().expect("a sample");
+                return Quiet { began: window.pop_front().expect("a sample"), ended: now };
             }
             if Instant::now() >= deadline {
                 eprintln!(
@@ -175,7 +176,7 @@ impl BenchListener {
                     grown.as_secs_f64() * 1e3,
                     span.as_secs_f64() * 1e3
                 );
-                return now;
+                return Quiet { began: now.clone(), ended: now };
             }
             window.push_back(now);
         }
@@ -258,7 +259,14 @@ fn cpu_from_stat(stat: &str) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
+/// A stretch in which the listener's CPU did not grow.
+pub struct Quiet {
+    pub began: CpuSnapshot,
+    pub ended: CpuSnapshot,
+}
+
 /// The listener's CPU at one moment: by thread and for the whole process.
+#[derive(Clone)]
 pub struct CpuSnapshot {
     pub threads: Vec<ThreadUse>,
     /// User + system of the whole process from `/proc/<pid>/stat` (10 ms ticks), exited
@@ -327,6 +335,7 @@ fn disagree(a: Duration, b: Duration) -> bool {
 }
 
 /// What one thread (or the threads of one name) used.
+#[derive(Clone)]
 pub struct ThreadUse {
     pub name: String,
     pub cpu: Duration,

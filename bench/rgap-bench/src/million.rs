@@ -70,11 +70,11 @@ pub fn million(args: &MillionArgs) {
     // the listener's CPU is quiet again (the dns and log outputs work beside the hosts file,
     // not after it).
     let timed = |datagram: &[u8]| {
-        let before = listener.wait_until_quiet(QUIET, Duration::from_secs(30));
+        let before = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).ended;
         let old_inode = inode(&hosts);
         sender.send_to(datagram, to).expect("sending");
         let seen = wait_for_new_file(&hosts, old_inode, Duration::from_secs(30));
-        let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30));
+        let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began;
         let spent = after.since(&before, "one change").total.as_secs_f64();
         let cpu = spent - idle_per_second * after.at.duration_since(before.at).as_secs_f64();
         (Duration::from_secs_f64(cpu.max(0.0)), seen)
@@ -139,6 +139,8 @@ pub fn million(args: &MillionArgs) {
         args.members,
         total(&log, "accepted")
     );
+    figure("members", args.members as f64);
+    figure("groups", groups as f64);
     figure("absorbed_s", absorbed.as_secs_f64());
     figure("cpu_per_member_us", micros_per(cpu_load, args.members as u64));
     figure("rss_full_mib", rss_full as f64 / 1024.0);

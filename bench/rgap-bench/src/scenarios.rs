@@ -204,7 +204,7 @@ pub fn ingest(args: &IngestArgs) {
     };
     // The work is done when the listener's CPU stops growing (its socket drained, every
     // output caught up), not after a guessed pause.
-    let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30));
+    let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began;
     let phase = after.since(&before, "ingest");
     let scrapes = scraper.map(Scraper::stop);
     let (usage, log) = listener.stop();
@@ -371,7 +371,8 @@ pub fn scale(args: &ScaleArgs) {
         Duration::from_secs(120),
     );
     let absorbed = started.elapsed();
-    let cpu_load = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).since(&before, "load");
+    let cpu_load =
+        listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began.since(&before, "load");
     let rss_full = listener.rss_kib();
 
     // Then a burst of changes to one group only: new members of group 1, at change_rate.
@@ -386,7 +387,7 @@ pub fn scale(args: &ScaleArgs) {
         Duration::from_secs(60),
     );
     let cpu_changes =
-        listener.wait_until_quiet(QUIET, Duration::from_secs(30)).since(&before, "burst");
+        listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began.since(&before, "burst");
 
     // Then isolated changes: one new member of group 1 at a time, into a quiet listener,
     // measured until it is in the hosts file and the CPU is quiet again, idle subtracted.
@@ -401,7 +402,7 @@ pub fn scale(args: &ScaleArgs) {
     for sample in 0..args.isolated {
         let ip = member_ip(sample, 21);
         let line = format!("{ip} g1");
-        let before = listener.wait_until_quiet(QUIET, Duration::from_secs(30));
+        let before = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).ended;
         let sent = Instant::now();
         sender.send_to(&signed(1, ip, PSK), to).expect("sending");
         let deadline = sent + Duration::from_secs(30);
@@ -413,7 +414,7 @@ pub fn scale(args: &ScaleArgs) {
             std::thread::sleep(Duration::from_millis(1));
         }
         published_after.push(sent.elapsed());
-        let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30));
+        let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began;
         let spent = after.since(&before, "isolated change").total.as_secs_f64()
             - idle_per_second * after.at.duration_since(before.at).as_secs_f64();
         isolated.push(Duration::from_secs_f64(spent.max(0.0)));
@@ -463,6 +464,8 @@ pub fn scale(args: &ScaleArgs) {
         figure("isolated_cpu_per_change_us", micros_per(isolated[isolated.len() / 2], 1));
     }
     println!("  accepted {accepted} in all");
+    figure("members", args.members as f64);
+    figure("groups", groups as f64);
     figure("absorbed_s", absorbed.as_secs_f64());
     figure("cpu_per_member_us", micros_per(cpu_load.total, args.members as u64));
     figure("rss_full_mib", rss_full as f64 / 1024.0);
