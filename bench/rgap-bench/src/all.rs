@@ -189,6 +189,14 @@ pub fn all(args: &AllArgs) {
         println!("rgap-bench all: skipping {name}: {why}");
     }
     let (commit, dirty) = git_commit(&root);
+    let stale = newer_than_build(&root);
+    if !stale.is_empty() {
+        eprintln!(
+            "rgap-bench all: warning: changed since target/release/rgap was built: {} (run \
+             `cargo build --release --workspace` first, or the figures are not this tree's)",
+            stale.join(", ")
+        );
+    }
     let mut context = Context {
         commit,
         dirty,
@@ -713,6 +721,33 @@ fn git_commit(root: &Path) -> (String, bool) {
     let dirty =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     (commit, dirty)
+}
+
+/// Tracked source files changed after the binary built from them (this one for the bench's
+/// own sources, the release `rgap` for the rest): the figures would not be those of the tree
+/// (or commit) named.
+fn newer_than_build(root: &Path) -> Vec<String> {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let Some(rgap) = modified(&root.join("target/release/rgap")) else {
+        return vec!["target/release/rgap is missing".into()];
+    };
+    let bench = std::env::current_exe().ok().and_then(|exe| modified(&exe)).unwrap_or(rgap);
+    let listed = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["ls-files", "--", "*.rs", "Cargo.toml", "Cargo.lock"])
+        .stderr(Stdio::null())
+        .output();
+    let Ok(listed) = listed else { return Vec::new() };
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|file| !file.starts_with("tests/") && !file.contains("/tests/"))
+        .filter(|file| {
+            let built = if file.starts_with("bench/") { bench } else { rgap };
+            modified(&root.join(file)).is_some_and(|changed| changed > built)
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 fn has_program(name: &str) -> bool {
