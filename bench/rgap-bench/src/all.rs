@@ -384,14 +384,14 @@ fn print_summary(results: &Results, context: &Context) {
 }
 
 /// A figure as the README writes it: `low–high, median` over several runs, the value alone
-/// for one run, `?` when it was not measured.
+/// for one run or when every run gave it, `?` when it was not measured.
 fn fig(results: &Results, job: &str, key: &str, decimals: usize, unit: &str) -> String {
     let Some(values) = results.figures.get(job).and_then(|figures| figures.get(key)) else {
         return "?".into();
     };
     let (min, median, max) = stats(values);
     let f = |v: f64| format!("{v:.decimals$}");
-    if values.len() == 1 {
+    if values.len() == 1 || f(min) == f(max) {
         format!("{}{unit}", f(median))
     } else {
         format!("{}–{}{unit}, {}", f(min), f(max), f(median))
@@ -825,5 +825,7 @@ mod tests {
         assert_eq!(fig(&results, "ingest", "missing", 2, " µs"), "?");
         results.figures.entry("one").or_default().insert("cpu".into(), vec![1.5]);
         assert_eq!(fig(&results, "one", "cpu", 1, " µs"), "1.5 µs");
+        results.figures.entry("same").or_default().insert("lost".into(), vec![0.0, 0.0]);
+        assert_eq!(fig(&results, "same", "lost", 0, ""), "0");
     }
 }
