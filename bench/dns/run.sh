@@ -7,7 +7,9 @@
 #
 # Environment: SECONDS_TO_RUN (15), MODE (udp|tcp), GROUPS_N (4), MEMBERS (5 per family and
 # group), OUTSTANDING (dnsperf -q, 256), CLIENTS (dnsperf -c, 4), DNS_PORT (18253),
-# ANNOUNCE_PORT (18282), PERF_OUT (a file: record a perf profile of the server). Prints dnsperf's summary: queries per second and latency.
+# ANNOUNCE_PORT (18282), PERF_OUT (a file: record a perf profile of the server), SKIP_BUILD (1:
+# measure the release build already there). Prints dnsperf's summary: queries per second and
+# latency, and the server's CPU over the time measured.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -32,7 +34,8 @@ if [ "$(nproc)" -lt 2 ]; then
     echo "warning: fewer than 2 CPUs; server and dnsperf will share one" >&2
 fi
 
-cargo build --release --workspace --quiet
+# SKIP_BUILD=1 measures the build already there (rgap-bench all sets it).
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --workspace --quiet
 RGAP=target/release/rgap
 
 WORK=$(mktemp -d)
@@ -109,7 +112,10 @@ echo "server: rgap listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE
 cpu_ticks() { # user + system CPU time of the listener, in clock ticks
     awk '{print $14 + $15}' "/proc/$LISTENER_PID/stat"
 }
+# CPU is divided by the wall time measured around dnsperf (which takes a moment to start
+# and stop), not by the nominal SECONDS_TO_RUN.
 TICKS_BEFORE=$(cpu_ticks)
+TIME_BEFORE=$(date +%s.%N)
 PERF_PID=""
 if [ -n "${PERF_OUT:-}" ]; then # profile the server while dnsperf runs
     perf record -F 999 -g -p "$LISTENER_PID" -o "$PERF_OUT" -- sleep "$SECONDS_TO_RUN" 2>/dev/null &
@@ -121,11 +127,14 @@ taskset -c 1 dnsperf -m "$MODE" -s 127.0.0.1 -p "$DNS_PORT" -d "$WORK/queries.tx
     exit 1
 }
 TICKS_AFTER=$(cpu_ticks)
+TIME_AFTER=$(date +%s.%N)
 [ -z "$PERF_PID" ] || wait "$PERF_PID"
 # The query statistics (TCP runs append connection statistics, left out here).
 sed '/Connection Statistics/,$d' "$WORK/dnsperf.txt" |
     grep -E "Queries (sent|completed|lost)|Response codes|Average packet|Run time|Queries per second|Average Latency|Latency StdDev"
 # How busy the server's core was: near 100% means the server, not dnsperf, set the pace.
-awk -v ticks=$((TICKS_AFTER - TICKS_BEFORE)) -v hz="$(getconf CLK_TCK)" -v secs="$SECONDS_TO_RUN" \
+awk -v ticks=$((TICKS_AFTER - TICKS_BEFORE)) -v hz="$(getconf CLK_TCK)" \
+    -v before="$TIME_BEFORE" -v after="$TIME_AFTER" \
     -v qps="$(awk '/Queries per second/ {print $4}' "$WORK/dnsperf.txt")" \
-    'BEGIN { cpu = ticks / hz / secs; printf "  Server CPU:           %.0f%% of one core (%.0f queries per CPU-second)\n", cpu * 100, qps / (cpu > 0 ? cpu : 1) }'
+    'BEGIN { secs = after - before; cpu = ticks / hz / secs
+             printf "  Server CPU:           %.0f%% of one core over %.2f s measured (%.0f queries per CPU-second)\n", cpu * 100, secs, qps / (cpu > 0 ? cpu : 1) }'

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rgap_core::protocol::unix_micros;
 
 use crate::blaster::send_batch;
+use crate::figures::figure;
 use crate::listener::{pin, total, BenchListener};
 use crate::scenarios::{group_yaml, member_ip, port, signed, signed_at, OTHER_PSK, PSK};
 
@@ -49,13 +50,18 @@ pub fn flood(args: &FloodArgs) {
         pin(0, 1);
     }
     let duration = Duration::from_secs(args.seconds.max(1));
-    let cpu_before = listener.cpu_so_far();
-    let until = Instant::now() + duration;
+    let before = listener.snapshot();
+    let flood_started = Instant::now();
+    let until = flood_started + duration;
     let forgers: Vec<_> = (0..args.junk_threads.max(1))
         .map(|thread| std::thread::spawn(move || forge(thread, to, until)))
         .collect();
     let (sender, valid, valid_elapsed) = send_valid(to, args.valid_rate, until);
-    let forged: u64 = forgers.into_iter().map(|forger| forger.join().unwrap()).sum();
+    let (forged, refused) = forgers
+        .into_iter()
+        .map(|forger| forger.join().unwrap())
+        .fold((0, 0), |(sent, failed), (s, f)| (sent + s, failed + f));
+    let flood_elapsed = flood_started.elapsed();
     // A marker from the valid sender's socket lands behind every valid announcement in the
     // same socket's queue: once it has joined, all of them have been read. Sent again
     // should the flood have crowded it out.
@@ -68,11 +74,13 @@ pub fn flood(args: &FloodArgs) {
             break;
         }
     }
-    let cpu = listener.cpu_so_far().saturating_sub(cpu_before);
+    let after = listener.snapshot();
+    let cpu = after.since(&before, "flood").total;
+    let measured = after.at.duration_since(before.at).as_secs_f64();
     let (_, log) = listener.stop();
     let accepted = log.iter().filter(|line| line.contains("has joined group 1000")).count() as u64;
     let (received, checked) = (total(&log, "received"), total(&log, "bad_signature"));
-    let seconds = duration.as_secs_f64();
+    let seconds = flood_elapsed.as_secs_f64();
     println!(
         "flood: {} thread(s) of forged announcements for {:.0} s, valid ones at {}/s",
         args.junk_threads.max(1),
@@ -80,7 +88,7 @@ pub fn flood(args: &FloodArgs) {
         args.valid_rate
     );
     println!(
-        "  forged sent {forged} ({:.0}/s); the listener received {received}, rejected {checked} as bad_signature",
+        "  forged sent {forged} ({:.0}/s; {refused} more refused by the kernel, not sent); the listener received {received}, rejected {checked} as bad_signature",
         forged as f64 / seconds
     );
     println!(
@@ -89,19 +97,26 @@ pub fn flood(args: &FloodArgs) {
         valid.saturating_sub(accepted)
     );
     println!(
-        "  listener CPU {:.3} s = {:.3} µs per datagram received ({:.0}% of one core)",
+        "  listener CPU {:.3} s = {:.3} µs per datagram received ({:.0}% of one core over the {:.1} s measured)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / received.max(1) as f64,
-        cpu.as_secs_f64() * 100.0 / seconds
+        cpu.as_secs_f64() * 100.0 / measured,
+        measured
     );
+    figure("forged_per_s", forged as f64 / seconds);
+    figure("refused_sends", refused as f64);
+    figure("valid_sent", valid as f64);
+    figure("valid_accepted", accepted as f64);
+    figure("cpu_per_datagram_us", cpu.as_secs_f64() * 1e6 / received.max(1) as f64);
 }
 
 /// Forged announcements (group 1000, fresh timestamps, a key the listener does not have),
-/// unpaced from one socket until `until`; returns how many went out.
-fn forge(thread: usize, to: SocketAddr, until: Instant) -> u64 {
+/// unpaced from one socket until `until`; returns how many the kernel accepted and how many
+/// it refused.
+fn forge(thread: usize, to: SocketAddr, until: Instant) -> (u64, u64) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a sender");
     socket.connect(to).expect("connecting a sender");
-    let mut sent = 0u64;
+    let (mut sent, mut failed) = (0u64, 0u64);
     let mut forged = forged_batch(thread);
     let mut stamped = Instant::now();
     while Instant::now() < until {
@@ -110,9 +125,11 @@ fn forge(thread: usize, to: SocketAddr, until: Instant) -> u64 {
             forged = forged_batch(thread);
             stamped = Instant::now();
         }
-        sent += send_batch(&socket, &forged).expect("sending") as u64;
+        let batch = send_batch(&socket, &forged).expect("sending");
+        sent += batch.sent as u64;
+        failed += batch.failed as u64;
     }
-    sent
+    (sent, failed)
 }
 
 fn forged_batch(thread: usize) -> Vec<Vec<u8>> {

@@ -5,7 +5,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Resource use of the finished listener.
@@ -17,6 +19,10 @@ pub struct Usage {
 pub struct BenchListener {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads the listener's stderr until it closes (the listener has exited).
+    reader: JoinHandle<()>,
+    /// Whether the coarse-CPU warning has been printed (once per listener).
+    warned_coarse: AtomicBool,
     pub dir: tempfile::TempDir,
 }
 
@@ -65,7 +71,7 @@ impl BenchListener {
         let reader_log = log.clone();
         let stderr = child.stderr.take().expect("stderr");
         let echo = std::env::var_os("RGAP_BENCH_LOG").is_some();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if echo {
                     eprintln!("[rgap] {line}");
@@ -75,7 +81,8 @@ impl BenchListener {
                 }
             }
         });
-        let listener = BenchListener { child, log, dir };
+        let listener =
+            BenchListener { child, log, reader, warned_coarse: AtomicBool::new(false), dir };
         listener.wait_for_log("listener started", Duration::from_secs(30));
         listener
     }
@@ -116,14 +123,62 @@ impl BenchListener {
 
     /// CPU time used so far (user + system, all threads): the sum of the threads' run times
     /// from `/proc/<pid>/task/*/schedstat` (nanoseconds; rgap's threads live until it
-    /// stops), or the process's from `/proc/<pid>/stat` (10 ms ticks) where schedstat is
-    /// missing.
+    /// stops), or the process's from `/proc/<pid>/stat` (10 ms ticks, with a warning) where
+    /// schedstat is missing.
     pub fn cpu_so_far(&self) -> Duration {
+        self.snapshot().total()
+    }
+
+    /// The CPU used so far by each thread and by the whole process, to subtract from a
+    /// later one ([`CpuSnapshot::since`]).
+    pub fn snapshot(&self) -> CpuSnapshot {
         let threads = self.cpu_by_thread();
-        if threads.iter().all(|thread| thread.exact) {
-            threads.iter().map(|thread| thread.cpu).sum()
-        } else {
-            proc_cpu(self.pid())
+        let exact = !threads.is_empty() && threads.iter().all(|thread| thread.exact);
+        if !exact && !self.warned_coarse.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "rgap-bench: warning: no /proc/{}/task/*/schedstat (kernel without \
+                 CONFIG_SCHEDSTATS?): listener CPU comes from /proc/{}/stat in 10 ms ticks, \
+                 too coarse for short phases",
+                self.pid(),
+                self.pid()
+            );
+        }
+        CpuSnapshot { threads, process: proc_cpu(self.pid()), exact, at: Instant::now() }
+    }
+
+    /// Waits until the listener's CPU stops growing: samples it until it has grown by at
+    /// most 1 % of a core (plus 0.2 ms) over `quiet`, up to `limit`. Returns the snapshots
+    /// where that quiet stretch began (the end of the work before it) and ended (the start
+    /// of the work after it). A listener that never quiets is reported (warning) and
+    /// measured at `limit`.
+    pub fn wait_until_quiet(&self, quiet: Duration, limit: Duration) -> Quiet {
+        let step = (quiet / 5).max(Duration::from_millis(10));
+        let deadline = Instant::now() + limit;
+        let mut window: std::collections::VecDeque<CpuSnapshot> = Default::default();
+        window.push_back(self.snapshot());
+        loop {
+            std::thread::sleep(step);
+            let now = self.snapshot();
+            while window.len() > 1 && now.at.duration_since(window[1].at) >= quiet {
+                window.pop_front();
+            }
+            let first = &window[0];
+            let span = now.at.duration_since(first.at);
+            let grown = now.total().saturating_sub(first.total());
+            if span >= quiet && grown <= span / 100 + Duration::from_micros(200) {
+                return Quiet { began: window.pop_front().expect("a sample"), ended: now };
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "rgap-bench: warning: listener CPU still growing after {:.1} s \
+                     ({:.1} ms in the last {:.0} ms); measuring anyway",
+                    limit.as_secs_f64(),
+                    grown.as_secs_f64() * 1e3,
+                    span.as_secs_f64() * 1e3
+                );
+                return Quiet { began: now.clone(), ended: now };
+            }
+            window.push_back(now);
         }
     }
 
@@ -180,7 +235,9 @@ impl BenchListener {
         assert_eq!(reaped, self.pid(), "wait4 failed");
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
         let used = Usage { cpu: tv(usage.ru_utime) + tv(usage.ru_stime), peak_rss_kib };
-        std::thread::sleep(Duration::from_millis(50)); // let the reader drain the last lines
+        // The listener has exited, so its stderr is closed: the reader ends after the last
+        // line.
+        self.reader.join().expect("log reader thread");
         let log = self.log.lock().unwrap().clone();
         (used, log)
     }
@@ -202,7 +259,84 @@ fn cpu_from_stat(stat: &str) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
+/// A stretch in which the listener's CPU did not grow.
+pub struct Quiet {
+    pub began: CpuSnapshot,
+    pub ended: CpuSnapshot,
+}
+
+/// The listener's CPU at one moment: by thread and for the whole process.
+#[derive(Clone)]
+pub struct CpuSnapshot {
+    pub threads: Vec<ThreadUse>,
+    /// User + system of the whole process from `/proc/<pid>/stat` (10 ms ticks), exited
+    /// threads included.
+    process: Duration,
+    /// Every thread's time is from schedstat.
+    exact: bool,
+    pub at: Instant,
+}
+
+/// What the listener used between two snapshots.
+pub struct CpuPhase {
+    /// All threads (schedstat), or the process (ticks) where schedstat is missing.
+    pub total: Duration,
+    /// By thread name, only what each used in the phase.
+    pub threads: Vec<ThreadUse>,
+}
+
+impl CpuSnapshot {
+    /// CPU of all threads so far: exact where schedstat is there, else the process's ticks.
+    pub fn total(&self) -> Duration {
+        if self.exact {
+            self.threads.iter().map(|thread| thread.cpu).sum()
+        } else {
+            self.process
+        }
+    }
+
+    /// What was used from `before` to this snapshot, by thread and in all. Cross-checks the
+    /// threads' sum against the process's own total (which also counts threads that exited
+    /// meanwhile, which the threads' sum misses) and warns when they differ by more than
+    /// 3 % (and more than the 25 ms two tick roundings may account for).
+    pub fn since(&self, before: &CpuSnapshot, what: &str) -> CpuPhase {
+        let threads: Vec<ThreadUse> = self
+            .threads
+            .iter()
+            .map(|thread| {
+                let earlier = before.threads.iter().find(|b| b.name == thread.name);
+                ThreadUse {
+                    name: thread.name.clone(),
+                    cpu: thread.cpu.saturating_sub(earlier.map_or(Duration::ZERO, |b| b.cpu)),
+                    switches: thread.switches.saturating_sub(earlier.map_or(0, |b| b.switches)),
+                    exact: thread.exact,
+                }
+            })
+            .collect();
+        let total = self.total().saturating_sub(before.total());
+        let process = self.process.saturating_sub(before.process);
+        if self.exact && disagree(total, process) {
+            eprintln!(
+                "rgap-bench: warning: {what}: listener CPU by thread {:.1} ms, by process \
+                 {:.1} ms ({:+.1} %): a thread came or went, or the clocks differ",
+                total.as_secs_f64() * 1e3,
+                process.as_secs_f64() * 1e3,
+                100.0 * (process.as_secs_f64() / total.as_secs_f64().max(1e-9) - 1.0)
+            );
+        }
+        CpuPhase { total, threads }
+    }
+}
+
+/// Whether two measures of the same CPU time differ by more than 3 % and more than 25 ms
+/// (the process total is floored to 10 ms ticks, user and system apart, at both ends).
+fn disagree(a: Duration, b: Duration) -> bool {
+    let diff = a.abs_diff(b);
+    diff > Duration::from_millis(25) && diff.as_secs_f64() > 0.03 * a.max(b).as_secs_f64()
+}
+
 /// What one thread (or the threads of one name) used.
+#[derive(Clone)]
 pub struct ThreadUse {
     pub name: String,
     pub cpu: Duration,
@@ -242,18 +376,66 @@ pub fn pin(pid: i32, cpu: usize) {
     }
 }
 
-/// A value from the `datagram totals` log line, e.g. `accepted`.
-pub fn total(log: &[String], key: &str) -> u64 {
-    let line =
-        log.iter().rev().find(|l| l.contains("datagram totals")).cloned().unwrap_or_default();
+/// A value from the `datagram totals` log line the listener prints when it stops, e.g.
+/// `accepted`. A missing line or key is an error (the count is unknown, not zero).
+pub fn try_total(log: &[String], key: &str) -> Result<u64, String> {
+    let line = log
+        .iter()
+        .rev()
+        .find(|l| l.contains("datagram totals"))
+        .ok_or("the listener logged no \"datagram totals\" line when it stopped")?;
     line.split_whitespace()
         .find_map(|field| field.strip_prefix(&format!("{key}=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+        .ok_or_else(|| format!("no {key}= in the listener's totals: {line}"))?
+        .trim_end_matches(',')
+        .parse()
+        .map_err(|error| format!("{key}= in the listener's totals ({line}): {error}"))
+}
+
+/// [`try_total`], ending the benchmark with an error when the count is missing.
+pub fn total(log: &[String], key: &str) -> u64 {
+    try_total(log, key).unwrap_or_else(|error| {
+        eprintln!("rgap-bench: {error}");
+        std::process::exit(1)
+    })
 }
 
 /// Lines of a file that contain `needle` (0 if the file does not exist yet).
 pub fn count_lines(path: &Path, needle: &str) -> usize {
     std::fs::read_to_string(path)
         .map_or(0, |text| text.lines().filter(|l| l.contains(needle)).count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|line| line.to_string()).collect()
+    }
+
+    #[test]
+    fn a_total_is_read_from_the_last_totals_line() {
+        let log = log(&[
+            "INFO datagram totals: received=1 accepted=1",
+            "INFO datagram totals: received=7 accepted=5 bad_signature=2",
+        ]);
+        assert_eq!(try_total(&log, "accepted"), Ok(5));
+        assert_eq!(try_total(&log, "bad_signature"), Ok(2));
+    }
+
+    #[test]
+    fn a_missing_totals_line_or_key_is_an_error_not_zero() {
+        assert!(try_total(&log(&["INFO listener started"]), "accepted").is_err());
+        let totals = log(&["INFO datagram totals: received=7"]);
+        assert!(try_total(&totals, "accepted").unwrap_err().contains("accepted="));
+    }
+
+    #[test]
+    fn cpu_measures_disagree_beyond_three_percent_and_25_ms() {
+        let ms = Duration::from_millis;
+        assert!(!disagree(ms(1000), ms(1025)));
+        assert!(disagree(ms(1000), ms(1040)));
+        assert!(!disagree(ms(100), ms(115)), "within two tick roundings");
+    }
 }

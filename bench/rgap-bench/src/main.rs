@@ -10,12 +10,16 @@
 //! * `flood`: valid announcements beside an unpaced flood of forged ones; how many get in.
 //! * `million`: a million members in one or many groups; memory, and the cost of one change.
 //! * `soak`: churn for minutes or hours; RSS and CPU over time, a CSV and a PNG plot.
+//! * `all`: every scenario behind the README's Performance figures, N runs each, with
+//!   min/median/max, the commit and the machine, and the tables as Markdown.
 //!
 //! Build first: `cargo build --release --workspace`, then run
 //! `target/release/rgap-bench <scenario> --help`. Traffic goes to loopback only, and every
 //! load loop is bounded by the counts given.
 
+mod all;
 mod blaster;
+mod figures;
 mod flood;
 mod listener;
 mod million;
@@ -49,6 +53,9 @@ enum Scenario {
     Million(million::MillionArgs),
     /// Churn for a long time; RSS, CPU and live members over time, with a PNG plot
     Soak(soak::SoakArgs),
+    /// Every scenario behind the README's Performance figures, N runs each: min/median/max,
+    /// the commit and the machine, and the README's tables as Markdown
+    All(all::AllArgs),
 }
 
 fn main() {
@@ -60,5 +67,6 @@ fn main() {
         Scenario::Flood(args) => flood::flood(&args),
         Scenario::Million(args) => million::million(&args),
         Scenario::Soak(args) => soak::soak(&args),
+        Scenario::All(args) => all::all(&args),
     }
 }

@@ -12,8 +12,11 @@ use rgap_core::protocol::{encode_signed_leave, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
 use crate::blaster::blast;
+use crate::figures::figure;
 use crate::listener::{count_lines, total, BenchListener};
-use crate::scenarios::{hosts_and_dns_config, member_ip, per, port, port_for_dns, signed, PSK};
+use crate::scenarios::{
+    hosts_and_dns_config, member_ip, micros_per, per, port, port_for_dns, signed, PSK, QUIET,
+};
 
 #[derive(clap::Args)]
 pub struct MillionArgs {
@@ -31,10 +34,6 @@ pub struct MillionArgs {
     samples: usize,
 }
 
-/// How long the outputs get to finish with one change after the hosts file shows it (the
-/// dns and log outputs work beside the hosts file, not after it).
-const DIGEST: Duration = Duration::from_millis(700);
-
 pub fn million(args: &MillionArgs) {
     let (port, dns_port) = (port(), port_for_dns());
     let groups = args.groups.max(1);
@@ -49,13 +48,13 @@ pub fn million(args: &MillionArgs) {
     let listener = BenchListener::start(&config);
     let hosts = listener.path("hosts");
     let rss_empty = listener.rss_kib();
-    let cpu_before = listener.cpu_so_far();
+    let before = listener.snapshot();
     let started = Instant::now();
-    blast(&datagrams, to, args.rate).expect("sending");
+    let loaded = blast(&datagrams, to, args.rate).expect("sending");
     drop(datagrams);
     let present = wait_for_lines(&hosts, args.members, Duration::from_secs(300));
     let absorbed = started.elapsed();
-    let cpu_load = listener.cpu_so_far().saturating_sub(cpu_before);
+    let cpu_load = listener.snapshot().since(&before, "load").total;
     std::thread::sleep(Duration::from_secs(2));
     let rss_full = listener.rss_kib();
 
@@ -67,13 +66,17 @@ pub fn million(args: &MillionArgs) {
 
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding the sender");
     let psk = Psk::from_hex(PSK).unwrap();
+    // Each change is measured from a quiet listener until, after the hosts file shows it,
+    // the listener's CPU is quiet again (the dns and log outputs work beside the hosts file,
+    // not after it).
     let timed = |datagram: &[u8]| {
-        let before = (Instant::now(), listener.cpu_so_far(), inode(&hosts));
+        let before = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).ended;
+        let old_inode = inode(&hosts);
         sender.send_to(datagram, to).expect("sending");
-        let seen = wait_for_new_file(&hosts, before.2, Duration::from_secs(30));
-        std::thread::sleep(DIGEST);
-        let spent = listener.cpu_so_far().saturating_sub(before.1).as_secs_f64();
-        let cpu = spent - idle_per_second * before.0.elapsed().as_secs_f64();
+        let seen = wait_for_new_file(&hosts, old_inode, Duration::from_secs(30));
+        let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began;
+        let spent = after.since(&before, "one change").total.as_secs_f64();
+        let cpu = spent - idle_per_second * after.at.duration_since(before.at).as_secs_f64();
         (Duration::from_secs_f64(cpu.max(0.0)), seen)
     };
     let threads_before = listener.cpu_by_thread();
@@ -107,10 +110,11 @@ pub fn million(args: &MillionArgs) {
 
     println!("million: {} members in {groups} group(s); outputs hostsfile, dns, log", args.members);
     println!(
-        "  absorbed {present} of {} in {:.2} s (sent at {}/s); CPU {:.3} s = {} per member",
+        "  absorbed {present} of {} in {:.2} s (sent at {}/s, {} refused by the kernel, not sent); CPU {:.3} s = {} per member",
         args.members,
         absorbed.as_secs_f64(),
         args.rate,
+        loaded.failed,
         cpu_load.as_secs_f64(),
         per(cpu_load, args.members as u64)
     );
@@ -123,6 +127,11 @@ pub fn million(args: &MillionArgs) {
     println!("  idle: {:.2} ms CPU per second", idle_per_second * 1e3);
     for (what, samples) in [("join", &joins), ("leave", &leaves)] {
         println!("  one {what} to group 1: {}", describe(samples));
+        let mut cpu: Vec<Duration> = samples.iter().map(|(cpu, _)| *cpu).collect();
+        cpu.sort();
+        if let Some(median) = cpu.get(cpu.len() / 2) {
+            figure(&format!("{what}_cpu_ms"), median.as_secs_f64() * 1e3);
+        }
     }
     println!("  per change, by thread (idle included): {}", by_thread.join(", "));
     println!(
@@ -130,6 +139,13 @@ pub fn million(args: &MillionArgs) {
         args.members,
         total(&log, "accepted")
     );
+    figure("members", args.members as f64);
+    figure("groups", groups as f64);
+    figure("absorbed_s", absorbed.as_secs_f64());
+    figure("cpu_per_member_us", micros_per(cpu_load, args.members as u64));
+    figure("rss_full_mib", rss_full as f64 / 1024.0);
+    figure("peak_rss_mib", usage.peak_rss_kib as f64 / 1024.0);
+    figure("rss_empty_mib", rss_empty as f64 / 1024.0);
 }
 
 /// `CPU min–max, median; hosts file updated after min–max` over the samples.

@@ -10,6 +10,7 @@ use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
 use crate::blaster::blast;
+use crate::figures::figure;
 use crate::listener::{count_lines, pin, total, BenchListener};
 use crate::scrape::{self, Scraper};
 
@@ -67,9 +68,18 @@ pub struct ScaleArgs {
     /// Announcements per second while loading
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
-    /// Changes (new members of one group) sent after loading, to measure CPU per change
+    /// Changes (new members of one group) sent in a burst after loading, to measure CPU
+    /// per change under a steady stream of changes
     #[arg(long, default_value_t = 2_000)]
     changes: usize,
+    /// Changes per second in that burst (the pacing of the outputs merges changes that come
+    /// faster than they publish, so the figure depends on it)
+    #[arg(long, default_value_t = 5_000)]
+    change_rate: u64,
+    /// Then this many isolated changes, each sent alone to a quiet listener and measured
+    /// until it is in the hosts file and the listener's CPU is quiet again
+    #[arg(long, default_value_t = 5)]
+    isolated: usize,
 }
 
 #[derive(clap::Args)]
@@ -178,7 +188,7 @@ pub fn ingest(args: &IngestArgs) {
     let scraper = args.http_scrape.then(|| {
         Scraper::start(SocketAddr::from(([127, 0, 0, 1], http_port)), Duration::from_secs(1))
     });
-    let cpu_before = listener.cpu_so_far();
+    let before = listener.snapshot();
     let rate = args.rate * (args.junk as u64 + 1);
     let report =
         blast(&datagrams, SocketAddr::from(([127, 0, 0, 1], port)), rate).expect("sending");
@@ -190,36 +200,41 @@ pub fn ingest(args: &IngestArgs) {
             Duration::from_secs(60),
         )
     } else {
-        // No file to count: give the listener a moment to drain its socket.
-        std::thread::sleep(Duration::from_millis(500));
         0
     };
-    let cpu_during = listener.cpu_so_far().saturating_sub(cpu_before);
-    let threads = listener.cpu_by_thread();
+    // The work is done when the listener's CPU stops growing (its socket drained, every
+    // output caught up), not after a guessed pause.
+    let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began;
+    let phase = after.since(&before, "ingest");
     let scrapes = scraper.map(Scraper::stop);
     let (usage, log) = listener.stop();
     let accepted = total(&log, "accepted");
     let received = total(&log, "received");
     let valid = (args.count * rounds) as u64;
+    let cpu_during = phase.total;
     println!(
-        "ingest: {} members x {rounds} round(s) = {valid} valid + {} junk datagrams at {} valid/s",
+        "ingest: {} members x {rounds} round(s) = {valid} valid + {} junk datagrams at {} valid/s ({} datagrams/s offered)",
         args.count,
         valid as usize * args.junk,
-        args.rate
+        args.rate,
+        rate
     );
+    let seconds = report.elapsed.as_secs_f64();
     println!(
-        "  sent {} datagrams in {:.2} s ({:.0}/s, of which {:.0} valid/s)",
+        "  sent {} datagrams in {:.2} s ({:.0}/s, of which {:.0} valid/s); refused by the kernel (ENOBUFS), not sent: {}",
         report.sent,
-        report.elapsed.as_secs_f64(),
-        report.sent as f64 / report.elapsed.as_secs_f64(),
-        valid as f64 / report.elapsed.as_secs_f64()
+        seconds,
+        report.sent as f64 / seconds,
+        valid as f64 / seconds,
+        report.failed
     );
     println!(
         "  listener received {received}, accepted {accepted}; members in hosts file {present}"
     );
-    println!("  lost valid announcements: {} of {valid}", valid - accepted.min(valid));
+    let lost = valid - accepted.min(valid);
+    println!("  lost valid announcements: {lost} of {valid}");
     println!(
-        "  listener CPU while loaded (/proc): {:.3} s = {} per valid announcement, {} per datagram",
+        "  listener CPU while loaded (/proc, until its CPU stopped growing): {:.3} s = {} per valid announcement, {} per datagram",
         cpu_during.as_secs_f64(),
         per(cpu_during, accepted),
         per(cpu_during, received)
@@ -229,15 +244,28 @@ pub fn ingest(args: &IngestArgs) {
         usage.cpu.as_secs_f64(),
         per(usage.cpu, accepted)
     );
-    let busy = threads.iter().filter(|thread| !thread.cpu.is_zero());
+    let busy: Vec<_> = phase.threads.iter().filter(|thread| !thread.cpu.is_zero()).collect();
     let by_thread: Vec<String> = busy
+        .iter()
         .map(|thread| {
             let name = thread.name.trim();
             format!("{name} {} ({} switches)", per(thread.cpu, accepted), thread.switches)
         })
         .collect();
-    println!("  of which, per valid announcement, by thread: {}", by_thread.join(", "));
+    println!(
+        "  of which, per valid announcement, by thread (while loaded): {}",
+        by_thread.join(", ")
+    );
     println!("  peak RSS: {:.1} MiB", usage.peak_rss_kib as f64 / 1024.0);
+    figure("cpu_per_valid_us", micros_per(cpu_during, accepted));
+    figure("cpu_per_datagram_us", micros_per(cpu_during, received));
+    figure("lost_valid", lost as f64);
+    figure("refused_sends", report.failed as f64);
+    figure("sent_per_s", report.sent as f64 / seconds);
+    figure("peak_rss_mib", usage.peak_rss_kib as f64 / 1024.0);
+    for thread in busy {
+        figure(&format!("thread {}_us", thread.name.trim()), micros_per(thread.cpu, accepted));
+    }
     if let Some(mut scrapes) = scrapes {
         scrapes.sort();
         let max = scrapes.last().copied().unwrap_or_default();
@@ -247,6 +275,17 @@ pub fn ingest(args: &IngestArgs) {
             max.as_secs_f64() * 1e3
         );
     }
+}
+
+/// How long the listener's CPU must stay flat for its work to count as done.
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
+
+/// Microseconds of `duration` per one of `count` (NaN for none, which no table hides).
+pub(crate) fn micros_per(duration: Duration, count: u64) -> f64 {
+    if count == 0 {
+        return f64::NAN;
+    }
+    duration.as_secs_f64() * 1e6 / count as f64
 }
 
 pub fn metrics(args: &MetricsArgs) {
@@ -285,12 +324,14 @@ pub fn metrics(args: &MetricsArgs) {
         args.members_per_group,
         times.len()
     );
-    println!(
-        "  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&times, 0.5).as_secs_f64() * 1e3,
-        percentile(&times, 0.99).as_secs_f64() * 1e3,
-        times.last().unwrap().as_secs_f64() * 1e3
-    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (p50, p99, max) =
+        (ms(percentile(&times, 0.5)), ms(percentile(&times, 0.99)), ms(*times.last().unwrap()));
+    println!("  p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    figure("p50_ms", p50);
+    figure("p99_ms", p99);
+    figure("max_ms", max);
+    figure("reply_bytes", bytes as f64);
 }
 
 /// The body of one GET /metrics (empty if it failed).
@@ -318,10 +359,11 @@ pub fn scale(args: &ScaleArgs) {
         .collect();
     let listener = BenchListener::start(&config);
     let hosts = listener.path("hosts");
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
     let rss_empty = listener.rss_kib();
-    let cpu_before = listener.cpu_so_far();
+    let before = listener.snapshot();
     let started = Instant::now();
-    blast(&datagrams, SocketAddr::from(([127, 0, 0, 1], port)), args.rate).expect("sending");
+    let loaded = blast(&datagrams, to, args.rate).expect("sending");
     let present = settle(
         || count_lines(&hosts, "."),
         args.members,
@@ -329,33 +371,68 @@ pub fn scale(args: &ScaleArgs) {
         Duration::from_secs(120),
     );
     let absorbed = started.elapsed();
-    let cpu_load = listener.cpu_so_far().saturating_sub(cpu_before);
+    let cpu_load =
+        listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began.since(&before, "load");
     let rss_full = listener.rss_kib();
 
-    // Then changes to one group only: new members of group 1.
+    // Then a burst of changes to one group only: new members of group 1, at change_rate.
     let changes: Vec<Vec<u8>> =
         (0..args.changes).map(|index| signed(1, member_ip(index, 20), PSK)).collect();
-    let cpu_before = listener.cpu_so_far();
-    blast(&changes, SocketAddr::from(([127, 0, 0, 1], port)), 5_000).expect("sending");
+    let before = listener.snapshot();
+    let burst = blast(&changes, to, args.change_rate.max(1)).expect("sending");
     settle(
         || count_lines(&hosts, "."),
         args.members + args.changes,
         Duration::from_secs(3),
         Duration::from_secs(60),
     );
-    let cpu_changes = listener.cpu_so_far().saturating_sub(cpu_before);
+    let cpu_changes =
+        listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began.since(&before, "burst");
+
+    // Then isolated changes: one new member of group 1 at a time, into a quiet listener,
+    // measured until it is in the hosts file and the CPU is quiet again, idle subtracted.
+    let idle_before = listener.snapshot();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_after = listener.snapshot();
+    let idle_per_second = idle_after.since(&idle_before, "idle").total.as_secs_f64()
+        / idle_after.at.duration_since(idle_before.at).as_secs_f64();
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("binding the sender");
+    let mut isolated: Vec<Duration> = Vec::with_capacity(args.isolated);
+    let mut published_after: Vec<Duration> = Vec::with_capacity(args.isolated);
+    for sample in 0..args.isolated {
+        let ip = member_ip(sample, 21);
+        let line = format!("{ip} g1");
+        let before = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).ended;
+        let sent = Instant::now();
+        sender.send_to(&signed(1, ip, PSK), to).expect("sending");
+        let deadline = sent + Duration::from_secs(30);
+        while !std::fs::read_to_string(&hosts).is_ok_and(|text| text.contains(&line)) {
+            if Instant::now() > deadline {
+                eprintln!("rgap-bench: isolated change {ip} never reached the hosts file");
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        published_after.push(sent.elapsed());
+        let after = listener.wait_until_quiet(QUIET, Duration::from_secs(30)).began;
+        let spent = after.since(&before, "isolated change").total.as_secs_f64()
+            - idle_per_second * after.at.duration_since(before.at).as_secs_f64();
+        isolated.push(Duration::from_secs_f64(spent.max(0.0)));
+    }
     let (usage, log) = listener.stop();
+    let accepted = total(&log, "accepted");
     println!("scale: {} members in {} group(s); outputs hostsfile, dns, log", args.members, groups);
     println!(
-        "  absorbed {present} of {} in {:.2} s (sent at {}/s)",
+        "  absorbed {present} of {} in {:.2} s (sent at {}/s; refused by the kernel, not sent: {})",
         args.members,
         absorbed.as_secs_f64(),
-        args.rate
+        args.rate,
+        loaded.failed
     );
     println!(
-        "  CPU to absorb: {:.3} s = {} per member",
-        cpu_load.as_secs_f64(),
-        per(cpu_load, args.members as u64)
+        "  CPU to absorb (until the CPU stopped growing): {:.3} s = {} per member",
+        cpu_load.total.as_secs_f64(),
+        per(cpu_load.total, args.members as u64)
     );
     println!(
         "  RSS: {:.1} MiB empty, {:.1} MiB full, peak {:.1} MiB",
@@ -364,12 +441,37 @@ pub fn scale(args: &ScaleArgs) {
         usage.peak_rss_kib as f64 / 1024.0
     );
     println!(
-        "  {} later joins to group 1 at 5000/s: CPU {:.3} s = {} per change",
+        "  burst: {} later joins to group 1 at {}/s ({} refused, not sent): CPU {:.3} s = {} per change",
         args.changes,
-        cpu_changes.as_secs_f64(),
-        per(cpu_changes, args.changes as u64)
+        args.change_rate.max(1),
+        burst.failed,
+        cpu_changes.total.as_secs_f64(),
+        per(cpu_changes.total, burst.sent as u64)
     );
-    println!("  accepted {} in all", total(&log, "accepted"));
+    isolated.sort();
+    published_after.sort();
+    if let (Some(low), Some(high)) = (isolated.first(), isolated.last()) {
+        println!(
+            "  isolated: {} single joins to group 1, each alone: CPU {} – {}, median {} per change (idle {:.2} ms/s subtracted); in the hosts file after {:.1} – {:.1} ms",
+            isolated.len(),
+            per(*low, 1),
+            per(*high, 1),
+            per(isolated[isolated.len() / 2], 1),
+            idle_per_second * 1e3,
+            published_after[0].as_secs_f64() * 1e3,
+            published_after[published_after.len() - 1].as_secs_f64() * 1e3
+        );
+        figure("isolated_cpu_per_change_us", micros_per(isolated[isolated.len() / 2], 1));
+    }
+    println!("  accepted {accepted} in all");
+    figure("members", args.members as f64);
+    figure("groups", groups as f64);
+    figure("absorbed_s", absorbed.as_secs_f64());
+    figure("cpu_per_member_us", micros_per(cpu_load.total, args.members as u64));
+    figure("rss_full_mib", rss_full as f64 / 1024.0);
+    figure("peak_rss_mib", usage.peak_rss_kib as f64 / 1024.0);
+    figure("burst_cpu_per_change_us", micros_per(cpu_changes.total, burst.sent as u64));
+    figure("change_rate_per_s", args.change_rate.max(1) as f64);
 }
 
 /// A listener on `port` with groups 1..=`groups`, each mapped in the hostsfile output (as
@@ -467,18 +569,23 @@ pub fn propagation(args: &PropagationArgs) {
     }
     listener.stop();
     println!("propagation: {samples} announcements, each into its own group");
-    for (what, mut times) in [("DNS answer", to_dns), ("hosts file", to_hosts)] {
+    for (what, key, mut times) in [("DNS answer", "dns", to_dns), ("hosts file", "hosts", to_hosts)]
+    {
         times.sort();
+        figure(&format!("{key}_seen"), times.len() as f64);
         if times.is_empty() {
             println!("  {what}: never seen");
             continue;
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (p50, p99) = (ms(percentile(&times, 0.5)), ms(percentile(&times, 0.99)));
+        let max = ms(*times.last().unwrap());
         println!(
-            "  {what}: seen {}/{samples}; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            times.len(),
-            percentile(&times, 0.5).as_secs_f64() * 1e3,
-            percentile(&times, 0.99).as_secs_f64() * 1e3,
-            times.last().unwrap().as_secs_f64() * 1e3
+            "  {what}: seen {}/{samples}; p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+            times.len()
         );
+        figure(&format!("{key}_p50_ms"), p50);
+        figure(&format!("{key}_p99_ms"), p99);
+        figure(&format!("{key}_max_ms"), max);
     }
 }

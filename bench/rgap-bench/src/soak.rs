@@ -20,6 +20,7 @@ use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
 use rgap_core::psk::Psk;
 
 use crate::blaster::send_batch;
+use crate::figures::figure;
 use crate::listener::{count_lines, total, BenchListener};
 use crate::plot::{plot, Sample};
 use crate::scenarios::{member_ip, port, port_for_dns, PSK};
@@ -118,7 +119,10 @@ const MAX_LAG: Duration = Duration::from_millis(20);
 /// What the sender did.
 #[derive(Default)]
 struct Sent {
+    /// Announcements the kernel accepted.
     sent: AtomicU64,
+    /// Announcements the kernel refused (`ENOBUFS`): tried, never sent.
+    failed: AtomicU64,
     /// Announcements not sent because the sender fell behind by more than `MAX_LAG`.
     skipped: AtomicU64,
 }
@@ -156,9 +160,11 @@ fn churn(to: SocketAddr, rate: u64, addresses: usize, stop_at: Instant, sent: &S
                 Announcement { group: GROUP, timestamp_unix_us, address: IpAddr::V4(address) };
             batch.push(encode_signed(&announcement, &psk).to_vec());
         }
-        let done = send_batch(&socket, &batch).expect("sending announcements") as u64;
-        (index, scheduled) = (index + done, scheduled + done);
-        sent.sent.fetch_add(done, Ordering::Relaxed);
+        let done = send_batch(&socket, &batch).expect("sending announcements");
+        let tried = (done.sent + done.failed) as u64;
+        (index, scheduled) = (index + tried, scheduled + tried);
+        sent.sent.fetch_add(done.sent as u64, Ordering::Relaxed);
+        sent.failed.fetch_add(done.failed as u64, Ordering::Relaxed);
     }
 }
 
@@ -375,13 +381,15 @@ fn summary(
     sent: &Sent,
 ) {
     let accepted = total(log, "accepted");
-    let (skipped, sent) = (sent.skipped.load(Ordering::Relaxed), sent.sent.load(Ordering::Relaxed));
+    let (skipped, failed) =
+        (sent.skipped.load(Ordering::Relaxed), sent.failed.load(Ordering::Relaxed));
+    let sent = sent.sent.load(Ordering::Relaxed);
     let max_live = samples.iter().map(|sample| sample.live).max().unwrap_or(0);
     println!(
         "  sender skipped {skipped} announcements while it was starved of CPU; most live members seen {max_live}"
     );
     println!(
-        "  sent {sent}, listener accepted {accepted}; CPU {:.1} s in all ({:.2} µs per announcement)",
+        "  sent {sent} (and {failed} refused by the kernel, not sent), listener accepted {accepted}; CPU {:.1} s in all ({:.2} µs per announcement)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / accepted.max(1) as f64
     );
@@ -399,6 +407,12 @@ fn summary(
         marks += &format!(" end ({}) {:.1}", clock(last.at).trim(), mib(last.rss_kib));
     }
     println!("  RSS MiB:{marks}; peak {:.1}", mib(peak_kib));
+    figure("peak_rss_mib", mib(peak_kib));
+    figure("refused_sends", failed as f64);
+    figure("skipped", skipped as f64);
+    if let Some(last) = last {
+        figure("rss_end_mib", mib(last.rss_kib));
+    }
     // The goal: RSS at the end within 5 % of RSS at 10 minutes.
     let ten = Duration::from_secs(600);
     if let (Some(at_ten), Some(last)) = (sample_at(samples, ten), last) {
@@ -417,6 +431,9 @@ fn summary(
                 mib(early),
                 mib(late)
             );
+            figure("rss_10min_median_mib", mib(early));
+            figure("rss_end_median_mib", mib(late));
+            figure("rss_growth_pct", growth);
         }
     }
 }
