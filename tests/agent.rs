@@ -292,28 +292,7 @@ fn leave_sends_one_signed_leave_that_verifies_independently() {
 #[test]
 fn leave_layout_matches_the_independent_leave_vector() {
     let section = "valid leave-ipv4";
-    let path = {
-        let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/leaves.txt");
-        if std::path::Path::new(shared).is_file() {
-            shared
-        } else {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors/leaves.txt")
-        }
-    };
-    let text = std::fs::read_to_string(path).unwrap();
-    let field = |key: &str| {
-        let mut in_section = false;
-        for line in text.lines().map(str::trim) {
-            if line.starts_with('[') {
-                in_section = line == format!("[{section}]");
-            } else if let Some(value) = line.strip_prefix(&format!("{key}=")) {
-                if in_section {
-                    return value.to_string();
-                }
-            }
-        }
-        panic!("{path}: no {key} in [{section}]")
-    };
+    let field = |key: &str| vector_field("leaves.txt", section, key);
     let psk = field("psk");
     let vector = hex::decode(field("packet")).unwrap();
     assert_eq!(sign_leave(&psk, &vector[..34]), &vector[34..]);
