@@ -62,7 +62,7 @@ pub fn open(spec: &AddrSpec, workers: usize, held: bool) -> io::Result<Vec<UdpSo
         // without it binds only where nobody is: the check that startup always made.
         drop(open_unicast(addr, device, false)?);
     }
-    let first = open_unicast(addr, device, true)?;
+    let first = open_first_worker(addr, device)?;
     // The port the first got, should the config ask for any (port 0).
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
@@ -70,6 +70,27 @@ pub fn open(spec: &AddrSpec, workers: usize, held: bool) -> io::Result<Vec<UdpSo
         sockets.push(open_unicast(bound, device, true)?);
     }
     Ok(sockets)
+}
+
+/// The first `SO_REUSEPORT` socket for `addr`, just after the probe above let go of it.
+///
+/// An output that starts a process meanwhile (a command at startup, say) forks, and until
+/// the child execs it holds a copy of every descriptor, the probe's included, close-on-exec
+/// or not: for those few milliseconds the address still looks taken. So "in use" is retried
+/// briefly; an address another process really holds stays in use and is reported as such.
+fn open_first_worker(addr: SocketAddr, device: Option<&[u8]>) -> io::Result<UdpSocket> {
+    const RETRIES: u32 = 50;
+    const PAUSE: Duration = Duration::from_millis(5);
+    let mut attempt = 0;
+    loop {
+        match open_unicast(addr, device, true) {
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse && attempt < RETRIES => {
+                attempt += 1;
+                std::thread::sleep(PAUSE);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A unicast socket bound to `addr` (on `device`, if given). Never with SO_REUSEADDR: with
