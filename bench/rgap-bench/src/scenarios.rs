@@ -509,18 +509,22 @@ pub(crate) fn port_for_dns() -> u16 {
     }
 }
 
+/// Asks the dns output (the server `socket` is connected to) for the A records of `name`
+/// with query `id`; the reply, if one came and parsed.
+pub(crate) fn ask_a(socket: &UdpSocket, name: &Name, id: u16) -> Option<Message> {
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(name.clone(), RecordType::A));
+    socket.send(&query.to_vec().ok()?).ok()?;
+    let mut buffer = [0u8; 4096];
+    let len = socket.recv(&mut buffer).ok()?;
+    Message::from_vec(&buffer[..len]).ok()
+}
+
 /// Asks the dns output for `name` (A) and says whether `ip` is among the answers.
 fn dns_has(socket: &UdpSocket, name: &Name, ip: Ipv4Addr) -> bool {
-    let mut query = Message::new(rand_id(), MessageType::Query, OpCode::Query);
-    query.add_query(Query::query(name.clone(), RecordType::A));
-    let Ok(bytes) = query.to_vec() else { return false };
-    if socket.send(&bytes).is_err() {
-        return false;
-    }
-    let mut buffer = [0u8; 4096];
-    let Ok(len) = socket.recv(&mut buffer) else { return false };
-    let Ok(answer) = Message::from_vec(&buffer[..len]) else { return false };
-    answer.answers.iter().any(|record| matches!(&record.data, RData::A(a) if a.0 == ip))
+    ask_a(socket, name, rand_id()).is_some_and(|answer| {
+        answer.answers.iter().any(|record| matches!(&record.data, RData::A(a) if a.0 == ip))
+    })
 }
 
 fn rand_id() -> u16 {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::Name;
 use rgap_core::duration::GoDuration;
 use rgap_core::protocol::{encode_signed, unix_micros, Announcement};
 use rgap_core::psk::Psk;
@@ -171,15 +171,7 @@ fn churn(to: SocketAddr, rate: u64, addresses: usize, stop_at: Instant, sent: &S
 /// Asks the dns output for the mapped name; true if it answered NOERROR (a large answer
 /// comes back truncated, which is still an answer).
 fn dns_answers(socket: &UdpSocket, name: &Name, id: u16) -> bool {
-    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
-    query.add_query(Query::query(name.clone(), RecordType::A));
-    let Ok(bytes) = query.to_vec() else { return false };
-    if socket.send(&bytes).is_err() {
-        return false;
-    }
-    let mut buffer = [0u8; 4096];
-    let Ok(len) = socket.recv(&mut buffer) else { return false };
-    Message::from_vec(&buffer[..len]).is_ok_and(|answer| {
+    crate::scenarios::ask_a(socket, name, id).is_some_and(|answer| {
         answer.metadata.response_code == ResponseCode::NoError && answer.metadata.id == id
     })
 }
