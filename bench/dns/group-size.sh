@@ -27,31 +27,9 @@ OUTSTANDING=${OUTSTANDING:-256}
 CLIENTS=${CLIENTS:-4}
 DNS_PORT=${DNS_PORT:-18253}
 ANNOUNCE_PORT=${ANNOUNCE_PORT:-18282}
-PSK=8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431
-
-if ! command -v dnsperf >/dev/null; then
-    echo "installing dnsperf" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq dnsperf >/dev/null
-fi
-command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
+# shellcheck source=bench/dns/common.sh
+source bench/dns/common.sh
 command -v python3 >/dev/null || { echo "python3 is needed (bench/dns/announce.py)" >&2; exit 1; }
-
-# SKIP_BUILD=1 measures the build already there (rgap-bench all sets it).
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --workspace --quiet
-RGAP=target/release/rgap
-
-WORK=$(mktemp -d)
-LISTENER_PID=""
-cleanup() {
-    if [ -n "$LISTENER_PID" ]; then
-        kill "$LISTENER_PID" 2>/dev/null || true
-        wait "$LISTENER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # Groups 2001 (small) and 2002 (large); a hosts file shows when every member has arrived.
 cat >"$WORK/rgap.yaml" <<YAML
@@ -124,9 +102,6 @@ done
 EDNS_FLAG=()
 [ "$EDNS" = 1 ] && EDNS_FLAG=(-e)
 
-cpu_ticks() { # user + system CPU time of the listener, in clock ticks
-    awk '{print $14 + $15}' "/proc/$LISTENER_PID/stat"
-}
 run() { # name: prints "qps response-bytes lost cpu% queries-per-cpu-second"
     local before after time_before time_after
     before=$(cpu_ticks)

@@ -21,33 +21,11 @@ OUTSTANDING=${OUTSTANDING:-256}
 CLIENTS=${CLIENTS:-4}
 DNS_PORT=${DNS_PORT:-18253}
 ANNOUNCE_PORT=${ANNOUNCE_PORT:-18282}
-PSK=8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431
-
-if ! command -v dnsperf >/dev/null; then
-    echo "installing dnsperf" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq dnsperf >/dev/null
-fi
-command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
+# shellcheck source=bench/dns/common.sh
+source bench/dns/common.sh
 if [ "$(nproc)" -lt 2 ]; then
     echo "warning: fewer than 2 CPUs; server and dnsperf will share one" >&2
 fi
-
-# SKIP_BUILD=1 measures the build already there (rgap-bench all sets it).
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --workspace --quiet
-RGAP=target/release/rgap
-
-WORK=$(mktemp -d)
-LISTENER_PID=""
-cleanup() {
-    if [ -n "$LISTENER_PID" ]; then
-        kill "$LISTENER_PID" 2>/dev/null || true
-        wait "$LISTENER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # Config: GROUPS_N groups, one name each (gN.bench.rgap.test), plus one name on an empty
 # group so the fallback path is exercised too.
@@ -109,9 +87,6 @@ wait_for "has joined group" $((GROUPS_N * MEMBERS * 2))
 
 echo "server: rgap listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
     "$GROUPS_N groups x $((MEMBERS * 2)) members, $CLIENTS clients, $OUTSTANDING outstanding"
-cpu_ticks() { # user + system CPU time of the listener, in clock ticks
-    awk '{print $14 + $15}' "/proc/$LISTENER_PID/stat"
-}
 # CPU is divided by the wall time measured around dnsperf (which takes a moment to start
 # and stop), not by the nominal SECONDS_TO_RUN.
 TICKS_BEFORE=$(cpu_ticks)
