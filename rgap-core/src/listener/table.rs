@@ -636,7 +636,7 @@ impl GroupTable {
             .take()
             .filter(|view| Arc::strong_count(view) == 1 && view.groups.len() == configured);
         if let Some(view) = spare.as_mut().and_then(Arc::get_mut) {
-            self.refresh_view(view, Which::LastChanged);
+            self.refresh_view(view, &self.last_changed);
         }
         for &index in &self.stale_groups {
             let group = &mut self.groups[index as usize];
@@ -648,7 +648,7 @@ impl GroupTable {
         let view = match spare {
             Some(mut view) => {
                 if let Some(groups) = Arc::get_mut(&mut view) {
-                    self.refresh_view(groups, Which::Stale);
+                    self.refresh_view(groups, &self.stale_groups);
                 }
                 view
             }
@@ -665,12 +665,8 @@ impl GroupTable {
         self.publish_pacer.record(thread_cpu_time().saturating_sub(started));
     }
 
-    /// Copies into `view` the state of the groups `which` names.
-    fn refresh_view(&self, view: &mut GroupsView, which: Which) {
-        let indices = match which {
-            Which::LastChanged => &self.last_changed,
-            Which::Stale => &self.stale_groups,
-        };
+    /// Copies into `view` the state of the groups at `indices`.
+    fn refresh_view(&self, view: &mut GroupsView, indices: &[u32]) {
         for &index in indices {
             if let Some(position) = self.view_positions[index as usize] {
                 view.groups[position as usize] = self.groups[index as usize].state();
@@ -765,13 +761,6 @@ impl GroupTable {
     pub fn member_count(&self) -> usize {
         self.groups.iter().map(|group| group.members.len()).sum()
     }
-}
-
-/// Which groups [`GroupTable::refresh_view`] copies.
-#[derive(Clone, Copy)]
-enum Which {
-    LastChanged,
-    Stale,
 }
 
 /// Gives back the memory an emptied work buffer took for a burst (a stall that let 60 000
