@@ -519,6 +519,7 @@ impl GroupTable {
             mark_stale(group, index, &mut self.stale_groups);
             group.membership_revision += 1;
             self.membership_changed = true;
+            self.counters[index as usize].count_leave();
             self.events.push(Event::Leave { group: group.id, member });
         }
         group.bury(leave.address, leave.expires_at_us, until, position.is_some());
@@ -1041,6 +1042,22 @@ mod tests {
         // ...a newer one does.
         table.apply(&announce(1, 16_000_001), start, 1_000_000);
         assert!(matches!(table.take_events().as_slice(), [Event::Join { .. }]));
+    }
+
+    #[test]
+    fn a_signed_leave_is_counted_as_a_leave_and_a_stale_one_is_not() {
+        let (start, _view, mut table) = one_ready_group();
+        table.apply(&announce(1, 15_000_000), start, 0);
+        table.apply(&announce(2, 17_000_000), start, 0);
+        table.apply(&leave(1, 16_000_000), start, 1_000_000);
+        // Older than member 2's newest announcement: it stays, and nothing left.
+        table.apply(&leave(2, 16_000_000), start, 1_000_000);
+        let counted = table_counts(&table);
+        assert_eq!((counted.joins, counted.leaves, counted.accepted), (2, 1, 4));
+    }
+
+    fn table_counts(table: &GroupTable) -> crate::listener::GroupCounts {
+        table.counters().load()[0].read()
     }
 
     #[test]
