@@ -8,6 +8,7 @@
 mod check;
 mod group_stats;
 mod malloc_tuning;
+mod position_index;
 mod source;
 mod stats;
 mod table;
