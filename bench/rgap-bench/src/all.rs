@@ -93,6 +93,8 @@ fn jobs(quick: bool, with_soak: bool, out_dir: &Path) -> Vec<Job> {
         ),
         bench("ingest-junk-100k", &format!("ingest {ingest} --junk 10")),
         bench("ingest-http", &format!("ingest {ingest} --http-scrape")),
+        bench("floor", &format!("floor {ingest}")),
+        bench("floor-check", &format!("floor {ingest} --check")),
         bench(
             "metrics",
             q(
@@ -534,6 +536,17 @@ fn render_markdown(results: &Results, context: &Context) -> String {
         ));
         line(String::new());
     }
+    line(format!(
+        "The floor under those figures: a thread that only reads the same traffic as a source \
+         does (`recvmmsg`, the same batch and pause), no table and no output, spends {} per \
+         datagram in the kernel's receive path (`{}`); checking each datagram as a source does \
+         brings it to {} (`{}`).",
+        fig(r, "floor", "floor_cpu_per_datagram_us", 2, " µs"),
+        command_of("floor", context),
+        fig(r, "floor-check", "floor_cpu_per_datagram_us", 2, " µs"),
+        command_of("floor-check", context)
+    ));
+    line(String::new());
 
     line(format!(
         "**Monitoring**: `/metrics` with many groups, each scrape on a new connection \

@@ -8,6 +8,8 @@
 //!   hosts file, p50 and p99.
 //! * `metrics`: how long `/metrics` takes to answer with many groups.
 //! * `flood`: valid announcements beside an unpaced flood of forged ones; how many get in.
+//! * `floor`: the kernel's receive path alone, read as a source reads: the floor under
+//!   ingest's CPU per announcement.
 //! * `million`: a million members in one or many groups; memory, and the cost of one change.
 //! * `soak`: churn for minutes or hours; RSS and CPU over time, a CSV and a PNG plot.
 //! * `all`: every scenario behind the README's Performance figures, N runs each, with
@@ -21,6 +23,7 @@ mod all;
 mod blaster;
 mod figures;
 mod flood;
+mod floor;
 mod listener;
 mod million;
 mod plot;
@@ -49,6 +52,8 @@ enum Scenario {
     Metrics(scenarios::MetricsArgs),
     /// Valid announcements at a rate beside an unpaced flood of forged ones
     Flood(flood::FloodArgs),
+    /// The kernel's receive path alone (as a source reads), the floor under ingest's CPU
+    Floor(floor::FloorArgs),
     /// A million members: time and CPU to load, RSS, CPU of one later join or leave
     Million(million::MillionArgs),
     /// Churn for a long time; RSS, CPU and live members over time, with a PNG plot
@@ -65,6 +70,7 @@ fn main() {
         Scenario::Propagation(args) => scenarios::propagation(&args),
         Scenario::Metrics(args) => scenarios::metrics(&args),
         Scenario::Flood(args) => flood::flood(&args),
+        Scenario::Floor(args) => floor::floor(&args),
         Scenario::Million(args) => million::million(&args),
         Scenario::Soak(args) => soak::soak(&args),
         Scenario::All(args) => all::all(&args),

@@ -33,7 +33,7 @@ use crate::systemd;
 
 pub use check::{Accepted, Checker};
 pub use group_stats::{GroupCounters, GroupCounts, GroupStats};
-pub use source::RecvBatch;
+pub use source::{RecvBatch, Wait};
 pub use stats::{BatchCounts, DropReason, ListenerStats};
 pub use table::{run_table, GroupTable, TableControl, TableInput, REFRESH_PUBLISH_INTERVAL};
 
