@@ -39,7 +39,7 @@ fn run(members: u32, batch: usize, rounds: u32, rate: Option<u32>) -> (Duration,
     let (input, table_input) = crossbeam_channel::bounded::<TableInput>(1024);
     let (spares, spare_output) = crossbeam_channel::bounded::<TableInput>(1024);
     let (_control, control_input) = crossbeam_channel::unbounded();
-    let table = std::thread::spawn(move || {
+    let table = std::thread::Builder::new().name("group table".into()).spawn(move || {
         let table = GroupTable::new(&[config], Instant::now(), shared_view(GroupsView::default()));
         let stats = ListenerStats::default();
         let mut events = 0;
@@ -49,6 +49,7 @@ fn run(members: u32, batch: usize, rounds: u32, rate: Option<u32>) -> (Duration,
         });
         (thread_cpu_time() - started, events)
     });
+    let table = table.expect("spawning the table thread");
     let now_us = unix_micros(std::time::SystemTime::now());
     let started = Instant::now();
     let mut sent = 0u64;
