@@ -2,7 +2,12 @@
 # up the same way. Installs dnsperf if missing, checks the tools, builds the release (unless
 # SKIP_BUILD=1, which measures the build already there, as rgap-bench all does), and makes a
 # work directory that is removed, with the listener stopped, on exit.
-# Sets: RGAP, PSK, WORK, LISTENER_PID (the caller sets it once the listener runs).
+# Sets: RGAP, LISTENER, STARTED, PSK, WORK, LISTENER_PID (the caller sets it once the listener
+# runs).
+#
+# LISTENER (environment): the listener under test, ours by default. Another build, such as the
+# Go rgap's binary, is measured the same way side by side (the config is compatible with both,
+# and the agents are always ours: the wire format is the same).
 
 PSK=8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431
 
@@ -16,6 +21,9 @@ command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; ex
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --workspace --quiet
 RGAP=target/release/rgap
+LISTENER=${LISTENER:-$RGAP}
+# The line each listener logs once it serves (ours, the Go rgap's).
+STARTED='listener started\|Listener is now operational'
 
 WORK=$(mktemp -d)
 LISTENER_PID=""

@@ -10,7 +10,8 @@
 # Environment: RUNS (5), SECONDS_TO_RUN (10), SMALL (20), LARGE (100000), EDNS (1: queries
 # carry EDNS, so UDP answers go up to 1232 bytes; 0: classic 512-byte answers), CLIENTS (4),
 # OUTSTANDING (256), DNS_PORT (18253), ANNOUNCE_PORT (18282), PLUGIN_DIR (a directory holding
-# another build of librgap_output_dns.so to measure instead, e.g. an older one).
+# another build of librgap_output_dns.so to measure instead, e.g. an older one), LISTENER
+# (another listener binary, e.g. the Go rgap's).
 # Members are half IPv4, half IPv6. Prints each run, then min / median / max of both names
 # and of the ratio large / small, for queries per second and for queries per CPU-second of
 # the server (the fairer figure when dnsperf, not the server, sets the pace: server CPU
@@ -68,13 +69,13 @@ if [ -n "${PLUGIN_DIR:-}" ]; then
     export RGAP_PLUGIN_PATH=$PLUGIN_DIR
     echo "dns plugin from $PLUGIN_DIR"
 fi
-RUST_LOG=info taskset -c 0 "$RGAP" listener -c "$WORK/rgap.yaml" 2>"$WORK/listener.log" &
+RUST_LOG=info taskset -c 0 "$LISTENER" listener -c "$WORK/rgap.yaml" 2>"$WORK/listener.log" &
 LISTENER_PID=$!
 for _ in $(seq 1 200); do
-    grep -q "listener started" "$WORK/listener.log" && break
+    grep -q "$STARTED" "$WORK/listener.log" && break
     sleep 0.05
 done
-grep -q "listener started" "$WORK/listener.log" || { cat "$WORK/listener.log" >&2; exit 1; }
+grep -q "$STARTED" "$WORK/listener.log" || { cat "$WORK/listener.log" >&2; exit 1; }
 
 members() { # hostname: its lines in the hosts file
     grep -c " $1\$" "$WORK/hosts" 2>/dev/null || true
@@ -124,7 +125,7 @@ run() { # name: prints "qps response-bytes lost cpu% queries-per-cpu-second"
         "$WORK/dnsperf.txt"
 }
 
-echo "server: rgap listener (dns output) on CPU 0; load: dnsperf on CPU 1, UDP, EDNS=$EDNS," \
+echo "server: $LISTENER listener (dns output) on CPU 0; load: dnsperf on CPU 1, UDP, EDNS=$EDNS," \
     "${SECONDS_TO_RUN}s per run, $CLIENTS clients, $OUTSTANDING outstanding, A and AAAA"
 FORMAT='%-4s | %-44s | %-44s | %s\n'
 # shellcheck disable=SC2059

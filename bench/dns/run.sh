@@ -7,7 +7,8 @@
 #
 # Environment: SECONDS_TO_RUN (15), MODE (udp|tcp), GROUPS_N (4), MEMBERS (5 per family and
 # group), OUTSTANDING (dnsperf -q, 256), CLIENTS (dnsperf -c, 4), DNS_PORT (18253),
-# ANNOUNCE_PORT (18282), PERF_OUT (a file: record a perf profile of the server), SKIP_BUILD (1:
+# ANNOUNCE_PORT (18282), LISTENER (another build's binary to measure, e.g. the Go rgap's),
+# PERF_OUT (a file: record a perf profile of the server), SKIP_BUILD (1:
 # measure the release build already there). Prints dnsperf's summary: queries per second and
 # latency, and the server's CPU over the time measured.
 set -euo pipefail
@@ -54,7 +55,7 @@ fi
     echo "          fallback_addresses: [192.0.2.1, 192.0.2.2, '2001:db8::1']"
 } >"$WORK/rgap.yaml"
 
-RUST_LOG=info taskset -c 0 "$RGAP" listener -c "$WORK/rgap.yaml" 2>"$WORK/listener.log" &
+RUST_LOG=info taskset -c 0 "$LISTENER" listener -c "$WORK/rgap.yaml" 2>"$WORK/listener.log" &
 LISTENER_PID=$!
 
 wait_for() { # pattern count
@@ -66,7 +67,7 @@ wait_for() { # pattern count
     cat "$WORK/listener.log" >&2
     exit 1
 }
-wait_for "listener started" 1
+wait_for "$STARTED" 1
 
 # Members: MEMBERS IPv4 and MEMBERS IPv6 addresses per group, each announced once (expire 1h).
 for g in $(seq 1 "$GROUPS_N"); do
@@ -85,7 +86,7 @@ wait_for "has joined group" $((GROUPS_N * MEMBERS * 2))
     echo "empty.bench.rgap.test A"
 } >"$WORK/queries.txt"
 
-echo "server: rgap listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
+echo "server: $LISTENER listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
     "$GROUPS_N groups x $((MEMBERS * 2)) members, $CLIENTS clients, $OUTSTANDING outstanding"
 # CPU is divided by the wall time measured around dnsperf (which takes a moment to start
 # and stop), not by the nominal SECONDS_TO_RUN.
