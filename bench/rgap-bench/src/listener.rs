@@ -26,11 +26,23 @@ pub struct BenchListener {
     pub dir: tempfile::TempDir,
 }
 
-/// The `rgap` binary built alongside this benchmark.
+/// The listener binary to measure: `RGAP_BENCH_LISTENER` if set (another build, such as the
+/// Go rgap's, measured side by side), else the `rgap` built alongside this benchmark.
 pub fn rgap_binary() -> PathBuf {
+    if let Some(other) = foreign_listener() {
+        return other;
+    }
     let me = std::env::current_exe().expect("own path");
     me.parent().expect("own directory").join("rgap")
 }
+
+/// Another listener binary to measure instead of ours (`RGAP_BENCH_LISTENER`).
+pub fn foreign_listener() -> Option<PathBuf> {
+    std::env::var_os("RGAP_BENCH_LISTENER").map(PathBuf::from)
+}
+
+/// What a listener logs once it serves: ours, and the Go rgap's.
+const STARTED: [&str; 2] = ["listener started", "Listener is now operational"];
 
 impl BenchListener {
     /// Starts the listener on `config` in a fresh directory and waits until it has started.
@@ -83,7 +95,15 @@ impl BenchListener {
         });
         let listener =
             BenchListener { child, log, reader, warned_coarse: AtomicBool::new(false), dir };
-        listener.wait_for_log("listener started", Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !STARTED.iter().any(|line| listener.has_log(line)) {
+            assert!(
+                Instant::now() < deadline,
+                "the listener did not start:\n{}",
+                listener.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         listener
     }
 
@@ -98,22 +118,6 @@ impl BenchListener {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    /// Waits for a log line containing `needle`.
-    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in rgap's log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     /// Whether some log line so far contains `needle`.
