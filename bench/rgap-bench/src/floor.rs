@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
-use rgap_core::listener::{Checker, RecvBatch, Wait};
+use rgap_core::listener::{
+    Checker, RecvBatch, Wait, RECEIVE_BATCH, RECEIVE_BUFFER, RECEIVE_COALESCE,
+};
 use rgap_core::protocol::unix_micros;
 
 use crate::blaster::blast;
@@ -29,11 +31,6 @@ pub struct FloorArgs {
     #[arg(long)]
     check: bool,
 }
-
-/// The source's pause after a read that did not fill a batch (`COALESCE` in source.rs).
-const COALESCE: Duration = Duration::from_millis(2);
-/// `BATCH` in source.rs.
-const BATCH: usize = 256;
 
 fn thread_cpu() -> Duration {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -80,8 +77,8 @@ pub fn floor(args: &FloorArgs) {
             // CPU from the first read on, as the ingest scenario counts the listener's.
             started.get_or_insert_with(thread_cpu);
             received += count;
-            if count < BATCH {
-                std::thread::sleep(COALESCE);
+            if count < RECEIVE_BATCH {
+                std::thread::sleep(RECEIVE_COALESCE);
             }
         }
         (thread_cpu() - started.unwrap_or_default(), received, accepted)
@@ -109,9 +106,9 @@ pub fn floor(args: &FloorArgs) {
     println!("@figure floor_lost {}", report.sent.saturating_sub(received));
 }
 
-/// The 32 MiB receive buffer a source asks for (as root past `rmem_max`).
+/// The receive buffer a source asks for (as root past `rmem_max`).
 fn set_receive_buffer(socket: &UdpSocket) {
-    let size: libc::c_int = 32 << 20;
+    let size = RECEIVE_BUFFER as libc::c_int;
     for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the stated size.
         let set = unsafe {

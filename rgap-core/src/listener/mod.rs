@@ -33,7 +33,9 @@ use crate::systemd;
 
 pub use check::{Accepted, Checker};
 pub use group_stats::{GroupCounters, GroupCounts, GroupStats};
-pub use source::{RecvBatch, Wait};
+pub use source::{
+    RecvBatch, Wait, BATCH as RECEIVE_BATCH, COALESCE as RECEIVE_COALESCE, RECEIVE_BUFFER,
+};
 pub use stats::{BatchCounts, DropReason, ListenerStats};
 pub use table::{run_table, GroupTable, TableControl, TableInput, REFRESH_PUBLISH_INTERVAL};
 

@@ -23,7 +23,7 @@ use super::stats::{BatchCounts, ListenerStats};
 use super::table::TableInput;
 
 /// Datagrams read per system call.
-const BATCH: usize = 256;
+pub const BATCH: usize = 256;
 /// Larger than an announcement, so an oversized datagram shows as the wrong length.
 const SLOT: usize = 80;
 /// How often a blocked read wakes to look at the stop flag.
@@ -32,14 +32,14 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// so that a flood still arriving cannot hold the stop up.
 const DRAIN_BATCHES: usize = 256;
 /// Kernel receive buffer asked for, to ride out bursts while the thread is busy or pausing.
-const RECEIVE_BUFFER: usize = 32 << 20;
+pub const RECEIVE_BUFFER: usize = 32 << 20;
 /// After a read that did not fill a batch, the source pauses this long so that the next read
 /// takes many datagrams in one system call (interrupt coalescing, in effect). An idle
 /// listener still blocks in the read, so a lone announcement is not delayed; under load this
 /// turns one system call and one wake-up per datagram into one per batch.
 /// 2 ms: at 100 000 datagrams a second, a read of about 200 and a wake-up (a few µs of
 /// kernel time) per 2 ms.
-const COALESCE: Duration = Duration::from_micros(2000);
+pub const COALESCE: Duration = Duration::from_micros(2000);
 
 /// Opens the sockets for `spec`: one for a multicast address, joined on the interface it
 /// names; `workers` for a unicast one, sharing the address with `SO_REUSEPORT` so that the
