@@ -15,6 +15,11 @@
 #   table.rs GroupTable::apply   < -> <= (GROUP_FULL_WARN_INTERVAL)   differs only at exactly
 #                                                60 s; "at most once a minute" holds either way
 #   table.rs run_table           + -> - (cycle_started + MIN_CYCLE)   skips the gathering pause
+#   position_index.rs tag -> 0 / 1               a constant tag: every entry probes from slot 0,
+#                                                still found by the position check, only slower
+#   position_index.rs slot  | -> ^               tag and position bits do not overlap: the same
+#                                                value
+# (Mutants that make the index loop forever, e.g. a mask of 0, show as timeouts: caught.)
 #
 # Usage: bench/mutants.sh [extra cargo-mutants arguments, e.g. --iterate or -F REGEX]
 # Needs: cargo install --locked cargo-mutants
@@ -32,5 +37,6 @@ exec cargo mutants -p rgap-core \
     --file rgap-core/src/protocol.rs \
     --file rgap-core/src/listener/check.rs \
     --file rgap-core/src/listener/table.rs \
+    --file rgap-core/src/listener/position_index.rs \
     -j "${MUTANTS_JOBS:-1}" --build-timeout 1500 --minimum-test-timeout 120 \
     -o target/mutants "$@"
