@@ -15,8 +15,10 @@
 #   table.rs GroupTable::apply   < -> <= (GROUP_FULL_WARN_INTERVAL)   differs only at exactly
 #                                                60 s; "at most once a minute" holds either way
 #   table.rs run_table           + -> - (cycle_started + MIN_CYCLE)   skips the gathering pause
-#   position_index.rs tag -> 0 / 1               a constant tag: every entry probes from slot 0,
-#                                                still found by the position check, only slower
+#   position_index.rs tag -> 0 / 1, home -> 0 / 1   a constant tag or home slot: every entry
+#                                                probes from one slot, still found by its tag and
+#                                                position check, only slower
+#   position_index.rs prefetch -> ()             the prefetch is a hint: cost only
 #   position_index.rs slot  | -> ^               tag and position bits do not overlap: the same
 #                                                value
 # (Mutants that make the index loop forever, e.g. a mask of 0, show as timeouts: caught.)
