@@ -19,6 +19,9 @@
 #                                                probes from one slot, still found by its tag and
 #                                                position check, only slower
 #   position_index.rs prefetch -> ()             the prefetch is a hint: cost only
+#   position_index.rs remove  + -> * (hole + 1)  starts the shift at the hole itself, a no-op
+#                                                step before the same walk
+#   position_index.rs shrink_to  < -> <=         rebuilds at the same size: cost only
 #   position_index.rs slot  | -> ^               tag and position bits do not overlap: the same
 #                                                value
 # (Mutants that make the index loop forever, e.g. a mask of 0, show as timeouts: caught.)

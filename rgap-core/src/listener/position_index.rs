@@ -317,6 +317,11 @@ mod tests {
         index.shrink_to(0);
         assert_eq!(index.slot_count(), 128);
         assert!((0..100).all(|n| index.find(hash(n), |p| p == n).ok() == Some(n)));
+        // Entries it does not hold are neither removed nor moved (and the search for them
+        // ends at the first empty slot).
+        assert!(!index.remove(hash(5000), 5000));
+        assert!(!index.move_position(hash(5000), 5000, 1));
+        assert!(!index.remove(hash(1), 2), "an entry is matched by its position too");
         for n in 0..100u32 {
             assert!(index.remove(hash(n), n));
         }
