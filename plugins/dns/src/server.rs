@@ -75,8 +75,34 @@ fn ipv6_available() -> bool {
     Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).is_ok()
 }
 
+/// Port 0 asks for any free port: UDP picks one and TCP takes the same number, which a TCP
+/// socket elsewhere may already hold; then the pair is bound again on another port, up to
+/// this many times.
+const ANY_PORT_ATTEMPTS: usize = 16;
+
 fn bind_one(address: SocketAddr, dual_stack: bool) -> Result<Bound, String> {
-    let fail = |what: &str, error: io::Error| format!("cannot bind {address} ({what}): {error}");
+    let attempts = if address.port() == 0 { ANY_PORT_ATTEMPTS } else { 1 };
+    let mut attempt = 1;
+    loop {
+        match bind_pair(address, dual_stack) {
+            Err(PairError::TcpPortTaken(_)) if attempt < attempts => attempt += 1,
+            Err(PairError::TcpPortTaken(why) | PairError::Other(why)) => return Err(why),
+            Ok(bound) => return Ok(bound),
+        }
+    }
+}
+
+/// Why a UDP and TCP pair could not be bound.
+enum PairError {
+    /// The port UDP got is taken for TCP.
+    TcpPortTaken(String),
+    Other(String),
+}
+
+fn bind_pair(address: SocketAddr, dual_stack: bool) -> Result<Bound, PairError> {
+    let fail = |what: &str, error: io::Error| {
+        PairError::Other(format!("cannot bind {address} ({what}): {error}"))
+    };
     let domain = Domain::for_address(address);
 
     let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| fail("UDP", e))?;
@@ -97,7 +123,12 @@ fn bind_one(address: SocketAddr, dual_stack: bool) -> Result<Bound, String> {
     // Lets a restarted rgap bind while old connections sit in TIME_WAIT; a live listener
     // on the port still makes bind fail.
     tcp.set_reuse_address(true).map_err(|e| fail("TCP", e))?;
-    tcp.bind(&address.into()).map_err(|e| fail("TCP", e))?;
+    tcp.bind(&address.into()).map_err(|error| match error.kind() {
+        io::ErrorKind::AddrInUse => {
+            PairError::TcpPortTaken(format!("cannot bind {address} (TCP): {error}"))
+        }
+        _ => fail("TCP", error),
+    })?;
     tcp.listen(1024).map_err(|e| fail("TCP", e))?;
     tcp.set_nonblocking(true).map_err(|e| fail("TCP", e))?;
 
