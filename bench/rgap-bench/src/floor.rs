@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use rgap_core::listener::{
-    Checker, RecvBatch, Wait, RECEIVE_BATCH, RECEIVE_BUFFER, RECEIVE_COALESCE,
+    set_receive_buffer, Checker, RecvBatch, Wait, RECEIVE_BATCH, RECEIVE_COALESCE,
 };
 use rgap_core::protocol::unix_micros;
 
@@ -104,24 +104,4 @@ pub fn floor(args: &FloorArgs) {
     }
     println!("@figure floor_cpu_per_datagram_us {per}");
     println!("@figure floor_lost {}", report.sent.saturating_sub(received));
-}
-
-/// The receive buffer a source asks for (as root past `rmem_max`).
-fn set_receive_buffer(socket: &UdpSocket) {
-    let size = RECEIVE_BUFFER as libc::c_int;
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the stated size.
-        let set = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(socket),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if set == 0 {
-            return;
-        }
-    }
 }

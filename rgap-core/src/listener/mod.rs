@@ -34,7 +34,7 @@ use crate::systemd;
 pub use check::{Accepted, Checker};
 pub use group_stats::{GroupCounters, GroupCounts, GroupStats};
 pub use source::{
-    RecvBatch, Wait, BATCH as RECEIVE_BATCH, COALESCE as RECEIVE_COALESCE, RECEIVE_BUFFER,
+    set_receive_buffer, RecvBatch, Wait, BATCH as RECEIVE_BATCH, COALESCE as RECEIVE_COALESCE,
 };
 pub use stats::{BatchCounts, DropReason, ListenerStats};
 pub use table::{run_table, GroupTable, TableControl, TableInput, REFRESH_PUBLISH_INTERVAL};

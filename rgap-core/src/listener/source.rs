@@ -6,14 +6,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::addrspec::AddrSpec;
 use crate::protocol::unix_micros;
@@ -32,7 +32,7 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// so that a flood still arriving cannot hold the stop up.
 const DRAIN_BATCHES: usize = 256;
 /// Kernel receive buffer asked for, to ride out bursts while the thread is busy or pausing.
-pub const RECEIVE_BUFFER: usize = 32 << 20;
+const RECEIVE_BUFFER: usize = 32 << 20;
 /// After a read that did not fill a batch, the source pauses this long so that the next read
 /// takes many datagrams in one system call (interrupt coalescing, in effect). An idle
 /// listener still blocks in the read, so a lone announcement is not delayed; under load this
@@ -154,14 +154,14 @@ fn open_multicast(
     Ok(socket.into())
 }
 
-/// Asks for a large receive buffer; as root past `rmem_max`. Best effort: the default works.
-fn set_receive_buffer(socket: &Socket) {
+/// Asks for a large receive buffer (`RECEIVE_BUFFER`); as root past `rmem_max`. Best
+/// effort: the default works.
+pub fn set_receive_buffer(socket: &impl AsFd) {
     let size = RECEIVE_BUFFER as libc::c_int;
-    let fd = socket.as_raw_fd();
     // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the stated size.
     let forced = unsafe {
         libc::setsockopt(
-            fd,
+            socket.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
             (&size as *const libc::c_int).cast(),
@@ -169,7 +169,7 @@ fn set_receive_buffer(socket: &Socket) {
         )
     };
     if forced != 0 {
-        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+        let _ = SockRef::from(socket).set_recv_buffer_size(RECEIVE_BUFFER);
     }
 }
 
