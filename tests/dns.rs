@@ -888,6 +888,45 @@ fn floods_and_idle_connections_do_not_lock_out_other_queries() {
     drop(idle);
 }
 
+/// Bursts from several clients at once: the server reads them in batches (and, under load,
+/// pauses between reads to take more at once), so this checks that every query is answered
+/// once, to the socket that asked, with its own id, and none waits for more to arrive.
+#[test]
+fn bursts_from_many_clients_are_each_answered_to_their_sender() {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: u16 = 150;
+    let dns = start_dns("0s", "");
+    dns.announce("10.0.0.1");
+    let member = ips(&["10.0.0.1"]);
+    dns.wait_for(NAME, RecordType::A, Via::Udp, "the member", |r| addresses(r) == member);
+
+    let clients: Vec<UdpSocket> =
+        (0..CLIENTS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    // Interleaved, so that each read of the server holds several clients' queries. Ids
+    // differ between clients too, so a response sent to the wrong one shows.
+    for id in 0..PER_CLIENT {
+        for (number, client) in clients.iter().enumerate() {
+            let id = number as u16 * 1000 + id;
+            client.send_to(&query_bytes(id, NAME, RecordType::A), dns.server).unwrap();
+        }
+    }
+    for (number, client) in clients.iter().enumerate() {
+        client.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+        let mut ids = BTreeSet::new();
+        let mut buffer = [0u8; 2048];
+        while ids.len() < usize::from(PER_CLIENT) {
+            let length = client.recv(&mut buffer).unwrap_or_else(|error| {
+                panic!("client {number}: {} of {PER_CLIENT} answered: {error}", ids.len())
+            });
+            let reply = Message::from_vec(&buffer[..length]).expect("a well-formed response");
+            assert_eq!(message_addresses(&reply), member, "client {number}");
+            assert!(ids.insert(reply.metadata.id), "id {} answered twice", reply.metadata.id);
+        }
+        let expected: BTreeSet<u16> = (0..PER_CLIENT).map(|id| number as u16 * 1000 + id).collect();
+        assert_eq!(ids, expected, "client {number} got another client's answers");
+    }
+}
+
 #[test]
 fn binding_every_address_answers_on_ipv4_and_ipv6_loopback() {
     let announce_port = free_udp_port();

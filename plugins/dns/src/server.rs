@@ -4,7 +4,8 @@
 //!
 //! UDP is one loop per socket with no task per query: read a batch of datagrams, answer
 //! each from the published view (unless response rate limiting, [`crate::limit`], drops or
-//! truncates it), send the batch of responses (see [`crate::batch`]). TCP, which cannot be
+//! truncates it), send the batch of responses (see [`crate::batch`]), and under load pause a
+//! moment so that the next read takes more at once ([`COALESCE`]). TCP, which cannot be
 //! spoofed, is not rate limited; it keeps at most [`MAX_TCP_CONNECTIONS`] connections (a new one
 //! closes the oldest), each with its own task that reads length-prefixed queries one after
 //! the other; a connection that stays silent, or sends half a message, for
@@ -27,7 +28,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::answer::{Responder, Transport};
-use crate::batch::Batch;
+use crate::batch::{Batch, BATCH};
 use crate::limit::{RateLimiter, Verdict};
 use crate::metrics::Limited;
 use crate::spec::{BindTarget, RateLimit};
@@ -39,6 +40,16 @@ pub const MAX_TCP_CONNECTIONS: usize = 512;
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The socket receive buffer asked for, so that bursts are not dropped by the kernel.
 const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+/// After a read that found more than one query waiting ([`COALESCE_FROM`] or more) but did
+/// not fill a batch, the UDP loop pauses this long before reading again, so that the next
+/// read takes many queries in one system call and their responses wake each client once per
+/// batch rather than once per query: interrupt coalescing, in effect. On loopback with
+/// dnsperf it cut the server's CPU per query by a fifth or more at the same rate and
+/// latency. A lightly loaded server reads one query at a time and never pauses; under load
+/// a query waits at most this long (plus the timer's slack) more.
+pub const COALESCE: Duration = Duration::from_micros(50);
+/// The fewest queries in one read that mean load: see [`COALESCE`].
+pub const COALESCE_FROM: usize = 2;
 
 /// The bound sockets, not yet served.
 pub struct Bound {
@@ -270,9 +281,20 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>, mut limiter: Op
                 tracing::trace!("UDP send: {error}");
             }
         }
+        if coalesces_after(received) {
+            // A blocking pause on purpose: the runtime's timers tick in milliseconds. The
+            // TCP tasks wait at most this long.
+            std::thread::sleep(COALESCE);
+        }
         // Under a flood every read succeeds at once: let the TCP tasks run too.
         tokio::task::coop::consume_budget().await;
     }
+}
+
+/// Whether a read of `received` queries is followed by the [`COALESCE`] pause: it found
+/// load, but not a full batch (after a full one more are waiting already).
+fn coalesces_after(received: usize) -> bool {
+    (COALESCE_FROM..BATCH).contains(&received)
 }
 
 async fn serve_tcp(listener: TcpListener, responder: Arc<Responder>) {
@@ -340,4 +362,19 @@ async fn within<T>(io: impl std::future::Future<Output = io::Result<T>>) -> io::
     tokio::time::timeout(TCP_IDLE_TIMEOUT, io)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "idle for too long"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_only_after_a_read_that_found_load_but_not_a_full_batch() {
+        assert!(!coalesces_after(0));
+        assert!(!coalesces_after(1), "a lone query: no load, no pause");
+        assert!(!coalesces_after(COALESCE_FROM - 1));
+        assert!(coalesces_after(COALESCE_FROM));
+        assert!(coalesces_after(BATCH - 1));
+        assert!(!coalesces_after(BATCH), "a full batch: more are waiting already");
+    }
 }
