@@ -27,9 +27,10 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use crate::metrics::Metrics;
+use crate::question::{read_question, NameKey, WireQuestion};
 use crate::spec::MappedName;
 use crate::view::{GroupMembers, View};
-use crate::wire;
+use crate::wire::{self, HEADER_LENGTH};
 
 /// The largest UDP response sent, whatever size the client advertises: the DNS Flag Day 2020
 /// value, which avoids IP fragmentation on common paths. Larger answers set TC and clients
@@ -92,9 +93,14 @@ pub struct Style {
     pub max_answers: usize,
 }
 
+/// The mapped names by [`NameKey`]. foldhash rather than SipHash: every query looks a name
+/// up, and the map is built once from the config, so a client choosing names cannot make
+/// it grow or collide its way to slow inserts.
+type Names = HashMap<Box<[u8]>, MappedName, foldhash::fast::RandomState>;
+
 /// Answers queries for the mapped names.
 pub struct Responder {
-    names: HashMap<LowerName, MappedName>,
+    names: Names,
     view: Arc<View>,
     style: Style,
     metrics: Metrics,
@@ -107,6 +113,13 @@ impl Responder {
         style: Style,
         metrics: Metrics,
     ) -> Self {
+        let names = names
+            .into_iter()
+            .filter_map(|(name, mapped)| {
+                let key = NameKey::of_name(&name.into());
+                key.map(|key| (Box::from(key.as_bytes()), mapped))
+            })
+            .collect();
         Responder { names, view, style, metrics }
     }
 
@@ -154,6 +167,22 @@ impl Responder {
             self.error(request, ResponseCode::NotImp, None, transport)
         } else if header.counts.queries != 1 {
             self.error(request, ResponseCode::FormErr, None, transport)
+        } else if let Some((wire, mapped)) = self.mapped_question(packet) {
+            // The common case, read without parsing the name: a mapped name, class IN.
+            question = &packet[HEADER_LENGTH..wire.end];
+            name_length = wire.name.as_bytes().len();
+            let asked = Asked {
+                class_in: true,
+                mapped: Some(mapped),
+                query_type: RecordType::from(wire.query_type),
+                name_length,
+            };
+            match skip_to(&mut decoder, wire.end).and_then(|()| read_edns(&mut decoder, &header)) {
+                Ok(edns) => {
+                    self.reply_to(request, Some(asked), edns.as_ref(), transport, now_unix_us())
+                }
+                Err(_) => self.error(request, ResponseCode::FormErr, None, transport),
+            }
         } else {
             match read_question(&mut decoder) {
                 None => self.error(request, ResponseCode::FormErr, None, transport),
@@ -177,6 +206,19 @@ impl Responder {
         true
     }
 
+    /// The question of `packet` and the mapping its name has, when it is read the quick way
+    /// (see [`read_question`]), names a mapped name and asks class IN; `None` for anything
+    /// else, which [`Responder::reply`] decides after hickory has parsed the question, so
+    /// that errors and unmapped names answer exactly as they always have.
+    fn mapped_question(&self, packet: &[u8]) -> Option<(WireQuestion, &MappedName)> {
+        let wire = read_question(packet)?;
+        if wire.query_class != u16::from(DNSClass::IN) {
+            return None;
+        }
+        let mapped = self.names.get(wire.name.as_bytes())?;
+        Some((wire, mapped))
+    }
+
     /// Decides the response to a query with `query` as its only question (`None`: the query
     /// did not have exactly one) at `now_us` (Unix µs).
     pub fn reply(
@@ -187,21 +229,43 @@ impl Responder {
         transport: Transport,
         now_us: i64,
     ) -> Reply {
+        let asked = query.map(|query| {
+            let key = NameKey::of_name(query.name());
+            let key = key.as_ref().map_or(&[][..], NameKey::as_bytes);
+            Asked {
+                class_in: query.query_class() == DNSClass::IN,
+                mapped: self.names.get(key),
+                query_type: query.query_type(),
+                name_length: key.len(),
+            }
+        });
+        self.reply_to(request, asked, edns, transport, now_us)
+    }
+
+    /// [`Responder::reply`] once the name is looked up.
+    fn reply_to(
+        &self,
+        request: &Metadata,
+        asked: Option<Asked<'_>>,
+        edns: Option<&Edns>,
+        transport: Transport,
+        now_us: i64,
+    ) -> Reply {
         if request.op_code != OpCode::Query {
             return self.error(request, ResponseCode::NotImp, edns, transport);
         }
         if edns.is_some_and(|edns| edns.version() > 0) {
             return self.error(request, ResponseCode::BADVERS, edns, transport);
         }
-        let Some(query) = query else {
+        let Some(asked) = asked else {
             return self.error(request, ResponseCode::FormErr, edns, transport);
         };
         let mut reply = self.error(request, ResponseCode::NoError, edns, transport);
-        if query.query_class() != DNSClass::IN {
+        if !asked.class_in {
             reply.metadata.response_code = ResponseCode::Refused;
             return reply;
         }
-        let Some(mapped) = self.names.get(&LowerName::new(query.name())) else {
+        let Some(mapped) = asked.mapped else {
             reply.metadata.response_code = ResponseCode::NXDomain;
             reply.metadata.authoritative = self.style.authoritative;
             return reply;
@@ -213,17 +277,17 @@ impl Responder {
             return reply;
         };
         reply.metadata.authoritative = self.style.authoritative;
-        if query.query_type() == RecordType::ANY && transport == Transport::Udp {
+        if asked.query_type == RecordType::ANY && transport == Transport::Udp {
             reply.answers.push(Answer::Rfc8482);
             return reply;
         }
-        let owner = if self.style.compress { 2 } else { name_wire_length(query.name()) };
+        let owner = if self.style.compress { 2 } else { asked.name_length };
         let budget = Budget {
-            bytes: wire::answer_room(reply.limit, name_wire_length(query.name()), edns.is_some()),
+            bytes: wire::answer_room(reply.limit, asked.name_length, edns.is_some()),
             owner,
             answers: self.style.max_answers,
         };
-        let picked = pick(query.query_type(), mapped, group, budget, now_us);
+        let picked = pick(asked.query_type, mapped, group, budget, now_us);
         reply.answers = picked.answers;
         reply.truncated = picked.full == Some(Full::Size);
         reply
@@ -254,10 +318,14 @@ impl Responder {
     }
 }
 
-/// The length of `name` in a message, uncompressed: each label with its length byte, then
-/// the root.
-fn name_wire_length(name: &hickory_server::proto::rr::Name) -> usize {
-    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+/// A query's one question, its name looked up.
+struct Asked<'a> {
+    class_in: bool,
+    /// What the name maps to; `None`: no mapping (NXDOMAIN).
+    mapped: Option<&'a MappedName>,
+    query_type: RecordType,
+    /// The name's length in a message, uncompressed.
+    name_length: usize,
 }
 
 /// What is left for the answer section: bytes under the size limit, records under
@@ -385,9 +453,18 @@ pub fn now_unix_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
+/// Moves `decoder` on to `offset` of its message.
+fn skip_to(decoder: &mut BinDecoder<'_>, offset: usize) -> Result<(), DecodeError> {
+    decoder.read_slice(offset.saturating_sub(decoder.index()))?;
+    Ok(())
+}
+
 /// Reads the records after the question, keeping only the OPT record.
 fn read_edns(decoder: &mut BinDecoder<'_>, header: &Header) -> Result<Option<Edns>, DecodeError> {
     let counts = header.counts;
+    if counts.answers == 0 && counts.authorities == 0 && counts.additionals == 0 {
+        return Ok(None);
+    }
     let op_code = header.metadata.op_code;
     Message::read_records(decoder, usize::from(counts.answers), false, op_code)?;
     Message::read_records(decoder, usize::from(counts.authorities), false, op_code)?;
@@ -467,7 +544,6 @@ mod tests {
 
     use hickory_server::proto::op::Message;
     use hickory_server::proto::rr::Name;
-    use hickory_server::proto::serialize::binary::BinEncodable;
     use rgap_plugin_api::{GroupSnapshot, Member, MemberList};
 
     use super::*;
@@ -865,15 +941,6 @@ mod tests {
         assert!(reply.answers.is_empty());
         assert_eq!(reply.queries, request.queries, "the question is echoed");
         assert!(reply.edns.is_some(), "the OPT record stays");
-    }
-
-    #[test]
-    fn name_wire_length_counts_labels_and_root() {
-        for name in [".", "a.", "worker.example.com.", "x.y.z.w."] {
-            let name = Name::from_ascii(name).unwrap();
-            let bytes = BinEncodable::to_bytes(&name).unwrap();
-            assert_eq!(name_wire_length(&name), bytes.len(), "{name}");
-        }
     }
 
     /// This thread's CPU time, in ns: unlike the wall clock, not inflated while other

@@ -17,6 +17,7 @@ mod batch;
 mod fault;
 mod limit;
 mod metrics;
+mod question;
 mod server;
 mod spec;
 mod view;

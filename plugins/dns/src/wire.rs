@@ -17,7 +17,7 @@ const OPT_LENGTH: usize = 1 + RECORD_FIXED;
 /// A pointer to the question name, which always starts right after the 12-byte header.
 const QUESTION_NAME_POINTER: [u8; 2] = [0xC0, 12];
 /// The header's length.
-const HEADER_LENGTH: usize = 12;
+pub const HEADER_LENGTH: usize = 12;
 /// HINFO RDATA of RFC 8482: the character-strings "RFC8482" and "".
 const RFC8482_HINFO: [u8; 9] = [7, b'R', b'F', b'C', b'8', b'4', b'8', b'2', 0];
 
