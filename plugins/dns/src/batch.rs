@@ -42,8 +42,9 @@ impl Default for Batch {
 }
 
 impl Batch {
-    /// Reads the datagrams waiting on `fd` (non-blocking), up to [`BATCH`]; returns how many.
-    /// `WouldBlock` when there is none.
+    /// Reads up to [`BATCH`] datagrams from `fd`, waiting for the first as the socket does
+    /// (a blocking socket: until its read timeout, which reports `WouldBlock`); returns how
+    /// many, 0 once the socket is shut down.
     pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
         let mut iovecs: [libc::iovec; BATCH] =
             std::array::from_fn(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
@@ -64,7 +65,7 @@ impl Batch {
                 fd,
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };

@@ -1,11 +1,14 @@
 //! The sockets: UDP and TCP bound on `bind_address` at create (so that a busy port is an
-//! error at start), served by one thread running the plugin's own current-thread tokio
-//! runtime (a cdylib cannot use the host's).
+//! error at start). Each UDP socket is served by a thread of its own; TCP by one thread
+//! running the plugin's own current-thread tokio runtime (a cdylib cannot use the host's).
 //!
-//! UDP is one loop per socket with no task per query: read a batch of datagrams, answer
-//! each from the published view (unless response rate limiting, [`crate::limit`], drops or
-//! truncates it), send the batch of responses (see [`crate::batch`]), and under load pause a
-//! moment so that the next read takes more at once ([`COALESCE`]). TCP, which cannot be
+//! UDP is a plain loop with no task per query and no event loop: block reading a batch of
+//! datagrams, answer each from the published view (unless response rate limiting,
+//! [`crate::limit`], drops or truncates it), send the batch of responses (see
+//! [`crate::batch`]), and under load pause a moment so that the next read takes more at once
+//! ([`COALESCE`]). Not registering the socket with epoll saves a wake-up callback for every
+//! datagram sent (the kernel signals room to write after each) and a system call per
+//! batch. TCP, which cannot be
 //! spoofed, is not rate limited; it keeps at most [`MAX_TCP_CONNECTIONS`] connections (a new one
 //! closes the oldest), each with its own task that reads length-prefixed queries one after
 //! the other; a connection that stays silent, or sends half a message, for
@@ -14,16 +17,17 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rgap_plugin_api::HostHandle;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
@@ -50,6 +54,9 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 pub const COALESCE: Duration = Duration::from_micros(50);
 /// The fewest queries in one read that mean load: see [`COALESCE`].
 pub const COALESCE_FROM: usize = 2;
+/// How long a UDP thread blocks in a read or waits for room to send before it looks at
+/// its stop flag again. Stopping also shuts the socket down, which ends a read at once.
+const UDP_STOP_POLL: Duration = Duration::from_millis(100);
 
 /// The bound sockets, not yet served.
 pub struct Bound {
@@ -150,10 +157,20 @@ fn bind_pair(address: SocketAddr, dual_stack: bool) -> Result<Bound, PairError> 
 pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    udp: Vec<UdpThread>,
+}
+
+/// One UDP socket's thread, and what stops it.
+struct UdpThread {
+    stop: Arc<AtomicBool>,
+    /// The same socket (a duplicate descriptor), to shut down so that a blocked read ends.
+    socket: std::net::UdpSocket,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Starts serving `bound` on a thread of its own, UDP limited by `rate_limit`.
+    /// Starts serving `bound`: each UDP socket on a thread of its own, limited by
+    /// `rate_limit`, and TCP on another.
     pub fn start(
         bound: Bound,
         responder: Arc<Responder>,
@@ -162,26 +179,59 @@ impl Server {
     ) -> io::Result<Server> {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        let mut server = Server { shutdown: None, thread: None, udp: Vec::new() };
+        for socket in bound.udp {
+            // Blocking, with a timeout: the thread waits in the read itself.
+            socket.set_nonblocking(false)?;
+            socket.set_read_timeout(Some(UDP_STOP_POLL))?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let handle = socket.try_clone()?;
+            let (responder, host, stopped) = (responder.clone(), host.clone(), stop.clone());
+            let limiter = rate_limit.map(RateLimiter::new);
+            let thread = std::thread::Builder::new()
+                .name("rgap dns udp".into())
+                .spawn(move || host.in_scope(|| serve_udp(&socket, &responder, limiter, &stopped)));
+            // On an error here, dropping `server` stops the threads already started.
+            server.udp.push(UdpThread { stop, socket: handle, thread: Some(thread?) });
+        }
         let (shutdown, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new().name("rgap dns".into()).spawn(move || {
-            host.in_scope(|| {
-                runtime.block_on(serve(bound, responder, rate_limit, stopped));
-                // Dropping the runtime cancels the connection tasks still open.
-                drop(runtime);
-            })
-        })?;
-        Ok(Server { shutdown: Some(shutdown), thread: Some(thread) })
+        server.shutdown = Some(shutdown);
+        server.thread =
+            Some(std::thread::Builder::new().name("rgap dns".into()).spawn(move || {
+                host.in_scope(|| {
+                    runtime.block_on(serve_tcp_all(bound.tcp, responder, stopped));
+                    // Dropping the runtime cancels the connection tasks still open.
+                    drop(runtime);
+                })
+            })?);
+        Ok(server)
     }
 
-    /// Stops accepting and answering, closes every socket and waits for the thread.
+    /// Stops accepting and answering, closes every socket and waits for the threads.
     pub fn stop(&mut self) -> Result<(), String> {
+        for udp in &self.udp {
+            udp.stop.store(true, Ordering::Relaxed);
+            // Ends a read that is waiting (on an unbound peer this reports ENOTCONN, but
+            // shuts down all the same).
+            // SAFETY: shutdown on a descriptor this struct owns.
+            unsafe { libc::shutdown(udp.socket.as_raw_fd(), libc::SHUT_RD) };
+        }
+        let mut panicked = false;
+        for udp in &mut self.udp {
+            if let Some(thread) = udp.thread.take() {
+                panicked |= thread.join().is_err();
+            }
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| "the DNS server thread panicked".to_owned()),
-            None => Ok(()),
+        if let Some(thread) = self.thread.take() {
+            panicked |= thread.join().is_err();
         }
+        if panicked {
+            return Err("the DNS server thread panicked".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -191,23 +241,13 @@ impl Drop for Server {
     }
 }
 
-async fn serve(
-    bound: Bound,
+async fn serve_tcp_all(
+    listeners: Vec<std::net::TcpListener>,
     responder: Arc<Responder>,
-    rate_limit: Option<RateLimit>,
     stopped: oneshot::Receiver<()>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    for socket in bound.udp {
-        match UdpSocket::from_std(socket) {
-            Ok(socket) => {
-                let limiter = rate_limit.map(RateLimiter::new);
-                tasks.spawn(serve_udp(socket, responder.clone(), limiter));
-            }
-            Err(error) => tracing::error!("cannot serve UDP: {error}"),
-        }
-    }
-    for listener in bound.tcp {
+    for listener in listeners {
         match TcpListener::from_std(listener) {
             Ok(listener) => {
                 tasks.spawn(serve_tcp(listener, responder.clone()));
@@ -238,15 +278,24 @@ fn is_query(packet: &[u8]) -> bool {
     packet.len() >= 12 && packet[2] & 0x80 == 0
 }
 
-async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>, mut limiter: Option<RateLimiter>) {
+/// Answers the queries on `socket` until `stop` is set.
+fn serve_udp(
+    socket: &std::net::UdpSocket,
+    responder: &Responder,
+    mut limiter: Option<RateLimiter>,
+    stop: &AtomicBool,
+) {
     let fd = socket.as_raw_fd();
     let mut batch = Batch::default();
-    loop {
-        let received = match socket.async_io(Interest::READABLE, || batch.receive(fd)).await {
+    while !stop.load(Ordering::Relaxed) {
+        let received = match batch.receive(fd) {
+            // Shut down: the stop flag is set.
+            Ok(0) => continue,
             Ok(received) => received,
+            Err(error) if is_transient(&error) => continue,
             Err(error) => {
-                // ICMP errors from earlier sends surface here (ECONNREFUSED...): not ours.
-                tracing::trace!("UDP receive: {error}");
+                tracing::warn!("UDP receive: {error}");
+                std::thread::sleep(UDP_STOP_POLL);
                 continue;
             }
         };
@@ -271,24 +320,53 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>, mut limiter: Op
                     }
                 }
             }
-            batch.answered[i] = respond(&responder, query, Transport::Udp, slip, response);
+            batch.answered[i] = respond(responder, query, Transport::Udp, slip, response);
         }
-        let mut sent = 0;
-        while sent < received {
-            let sending =
-                socket.async_io(Interest::WRITABLE, || batch.send(fd, received, &mut sent));
-            if let Err(error) = sending.await {
-                tracing::trace!("UDP send: {error}");
-            }
-        }
+        send_all(&mut batch, fd, received, stop);
         if coalesces_after(received) {
-            // A blocking pause on purpose: the runtime's timers tick in milliseconds. The
-            // TCP tasks wait at most this long.
             std::thread::sleep(COALESCE);
         }
-        // Under a flood every read succeeds at once: let the TCP tasks run too.
-        tokio::task::coop::consume_budget().await;
     }
+}
+
+/// Errors a read reports that only mean "nothing yet": the timeout, a signal, or an ICMP
+/// error from an earlier send (ECONNREFUSED and the like), which concerns no query here.
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+/// Sends the responses to the first `received` queries of `batch`, waiting for room in the
+/// socket's buffer when it is full, unless stopped.
+fn send_all(batch: &mut Batch, fd: RawFd, received: usize, stop: &AtomicBool) {
+    let mut sent = 0;
+    while sent < received {
+        match batch.send(fd, received, &mut sent) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                wait_writable(fd);
+            }
+            // The datagram that failed is skipped (see `Batch::send`).
+            Err(error) => tracing::trace!("UDP send: {error}"),
+        }
+    }
+}
+
+/// Waits until `fd` has room to send, at most [`UDP_STOP_POLL`].
+fn wait_writable(fd: RawFd) {
+    let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&mut poll, 1, UDP_STOP_POLL.as_millis() as libc::c_int) };
 }
 
 /// Whether a read of `received` queries is followed by the [`COALESCE`] pause: it found
