@@ -209,7 +209,7 @@ impl Server {
 
     /// Stops accepting and answering, closes every socket and waits for the threads.
     pub fn stop(&mut self) -> Result<(), String> {
-        for udp in &self.udp {
+        for udp in self.udp.iter().filter(|udp| udp.thread.is_some()) {
             udp.stop.store(true, Ordering::Relaxed);
             // Ends a read that is waiting (on an unbound peer this reports ENOTCONN, but
             // shuts down all the same).
