@@ -55,8 +55,10 @@ pub const COALESCE: Duration = Duration::from_micros(50);
 /// The fewest queries in one read that mean load: see [`COALESCE`].
 pub const COALESCE_FROM: usize = 2;
 /// How long a UDP thread blocks in a read or waits for room to send before it looks at
-/// its stop flag again. Stopping also shuts the socket down, which ends a read at once.
-const UDP_STOP_POLL: Duration = Duration::from_millis(100);
+/// its stop flag again. Stopping shuts the socket down, which ends a read at once: this
+/// only bounds a stop should that wake-up be missed, so it can be long and an idle server
+/// wakes rarely.
+const UDP_STOP_POLL: Duration = Duration::from_secs(1);
 
 /// The bound sockets, not yet served.
 pub struct Bound {
