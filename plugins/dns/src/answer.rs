@@ -150,7 +150,7 @@ impl Responder {
         // The question as sent, echoed in the response; empty when there is none to echo.
         let mut question: &[u8] = &[];
         let mut name_length = 0;
-        let mut read_question = |decoder: &mut BinDecoder<'_>| {
+        let mut parse_question = |decoder: &mut BinDecoder<'_>| {
             let start = decoder.index();
             let query = Query::read(decoder).ok()?;
             question = &packet[start..decoder.index()];
@@ -162,7 +162,7 @@ impl Responder {
             // Other opcodes lay their sections out differently: echo the question if it
             // reads as one, and say NOTIMP.
             if header.counts.queries == 1 {
-                read_question(&mut decoder);
+                parse_question(&mut decoder);
             }
             self.error(request, ResponseCode::NotImp, None, transport)
         } else if header.counts.queries != 1 {
@@ -184,7 +184,7 @@ impl Responder {
                 Err(_) => self.error(request, ResponseCode::FormErr, None, transport),
             }
         } else {
-            match read_question(&mut decoder) {
+            match parse_question(&mut decoder) {
                 None => self.error(request, ResponseCode::FormErr, None, transport),
                 Some(query) => match read_edns(&mut decoder, &header) {
                     Ok(edns) => {

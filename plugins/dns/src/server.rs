@@ -59,6 +59,10 @@ pub const COALESCE_FROM: usize = 2;
 /// only bounds a stop should that wake-up be missed, so it can be long and an idle server
 /// wakes rarely.
 const UDP_STOP_POLL: Duration = Duration::from_secs(1);
+/// After a read fails for a reason other than those of [`is_transient`], the UDP thread
+/// waits this long before reading again, so that a lasting failure neither spins nor floods
+/// the log.
+const UDP_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The bound sockets, not yet served.
 pub struct Bound {
@@ -213,8 +217,8 @@ impl Server {
     pub fn stop(&mut self) -> Result<(), String> {
         for udp in self.udp.iter().filter(|udp| udp.thread.is_some()) {
             udp.stop.store(true, Ordering::Relaxed);
-            // Ends a read that is waiting (on an unbound peer this reports ENOTCONN, but
-            // shuts down all the same).
+            // Ends a read that is waiting. On a socket with no peer this returns ENOTCONN,
+            // but shuts the socket down all the same.
             // SAFETY: shutdown on a descriptor this struct owns.
             unsafe { libc::shutdown(udp.socket.as_raw_fd(), libc::SHUT_RD) };
         }
@@ -297,7 +301,7 @@ fn serve_udp(
             Err(error) if is_transient(&error) => continue,
             Err(error) => {
                 tracing::warn!("UDP receive: {error}");
-                std::thread::sleep(UDP_STOP_POLL);
+                std::thread::sleep(UDP_ERROR_PAUSE);
                 continue;
             }
         };
