@@ -1,7 +1,8 @@
 # Sourced by run.sh and group-size.sh (from the repository root): what both DNS benchmarks set
-# up the same way. Installs dnsperf if missing, checks the tools, builds the release (unless
-# SKIP_BUILD=1, which measures the build already there, as rgap-bench all does), and makes a
-# work directory that is removed, with the listener stopped, on exit.
+# up the same way. Installs dnsperf if missing (unless LOADGEN names another load), checks the
+# tools, builds the release (unless SKIP_BUILD=1, which measures the build already there, as
+# rgap-bench all does), and makes a work directory that is removed, with the listener stopped,
+# on exit.
 # Sets: RGAP, LISTENER, STARTED, PSK, WORK, LISTENER_PID (the caller sets it once the listener
 # runs).
 #
@@ -11,7 +12,7 @@
 
 PSK=8f1302643b0809279794c5cc47f236561d7442b85d748bd7d1a58adfbe9ff431
 
-if ! command -v dnsperf >/dev/null; then
+if [ "${LOADGEN:-dnsperf}" = dnsperf ] && ! command -v dnsperf >/dev/null; then
     echo "installing dnsperf" >&2
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

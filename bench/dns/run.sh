@@ -9,7 +9,9 @@
 # group), OUTSTANDING (dnsperf -q, 256), CLIENTS (dnsperf -c, 4), DNS_PORT (18253),
 # ANNOUNCE_PORT (18282), LISTENER (another build's binary to measure, e.g. the Go rgap's),
 # PERF_OUT (a file: record a perf profile of the server), SKIP_BUILD (1:
-# measure the release build already there). Prints dnsperf's summary: queries per second and
+# measure the release build already there), LOADGEN (dnsperf, or rgap-bench: its `dnsload`,
+# UDP only, which batches its sends and reads and so fills the server's core where dnsperf,
+# on the machine's other core, cannot). Prints dnsperf's summary: queries per second and
 # latency, and the server's CPU over the time measured.
 set -euo pipefail
 
@@ -86,7 +88,13 @@ wait_for "has joined group" $((GROUPS_N * MEMBERS * 2))
     echo "empty.bench.rgap.test A"
 } >"$WORK/queries.txt"
 
-echo "server: $LISTENER listener (dns output) on CPU 0; load: dnsperf on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
+LOADGEN=${LOADGEN:-dnsperf}
+case "$LOADGEN" in
+dnsperf) ;;
+rgap-bench) [ "$MODE" = udp ] || { echo "LOADGEN=rgap-bench sends UDP only" >&2; exit 1; } ;;
+*) echo "LOADGEN: dnsperf or rgap-bench, not '$LOADGEN'" >&2; exit 1 ;;
+esac
+echo "server: $LISTENER listener (dns output) on CPU 0; load: $LOADGEN on CPU 1, $MODE, ${SECONDS_TO_RUN}s," \
     "$GROUPS_N groups x $((MEMBERS * 2)) members, $CLIENTS clients, $OUTSTANDING outstanding"
 # CPU is divided by the wall time measured around dnsperf (which takes a moment to start
 # and stop), not by the nominal SECONDS_TO_RUN.
@@ -97,8 +105,14 @@ if [ -n "${PERF_OUT:-}" ]; then # profile the server while dnsperf runs
     perf record -F 999 -g -p "$LISTENER_PID" -o "$PERF_OUT" -- sleep "$SECONDS_TO_RUN" 2>/dev/null &
     PERF_PID=$!
 fi
-taskset -c 1 dnsperf -m "$MODE" -s 127.0.0.1 -p "$DNS_PORT" -d "$WORK/queries.txt" \
-    -l "$SECONDS_TO_RUN" -c "$CLIENTS" -T 1 -q "$OUTSTANDING" >"$WORK/dnsperf.txt" 2>&1 || {
+if [ "$LOADGEN" = dnsperf ]; then
+    taskset -c 1 dnsperf -m "$MODE" -s 127.0.0.1 -p "$DNS_PORT" -d "$WORK/queries.txt" \
+        -l "$SECONDS_TO_RUN" -c "$CLIENTS" -T 1 -q "$OUTSTANDING" >"$WORK/dnsperf.txt" 2>&1
+else
+    taskset -c 1 target/release/rgap-bench dnsload --server "127.0.0.1:$DNS_PORT" \
+        --queries "$WORK/queries.txt" --seconds "$SECONDS_TO_RUN" --clients "$CLIENTS" \
+        --outstanding "$OUTSTANDING" >"$WORK/dnsperf.txt" 2>&1
+fi || {
     cat "$WORK/dnsperf.txt" >&2
     exit 1
 }

@@ -8,6 +8,8 @@
 //!   hosts file, p50 and p99.
 //! * `metrics`: how long `/metrics` takes to answer with many groups.
 //! * `flood`: valid announcements beside an unpaced flood of forged ones; how many get in.
+//! * `dnsload`: DNS queries over UDP from batched, connected clients: a load generator for
+//!   `bench/dns/run.sh` that spends less CPU per query than dnsperf.
 //! * `floor`: the kernel's receive path alone, read as a source reads: the floor under
 //!   ingest's CPU per announcement.
 //! * `million`: a million members in one or many groups; memory, and the cost of one change.
@@ -21,6 +23,7 @@
 
 mod all;
 mod blaster;
+mod dnsload;
 mod figures;
 mod flood;
 mod floor;
@@ -58,6 +61,8 @@ enum Scenario {
     Million(million::MillionArgs),
     /// Churn for a long time; RSS, CPU and live members over time, with a PNG plot
     Soak(soak::SoakArgs),
+    /// DNS load over UDP with batched sends and reads, for bench/dns/run.sh (LOADGEN=rgap-bench)
+    Dnsload(dnsload::DnsLoadArgs),
     /// Every scenario behind the README's Performance figures, N runs each: min/median/max,
     /// the commit and the machine, and the README's tables as Markdown
     All(all::AllArgs),
@@ -73,6 +78,7 @@ fn main() {
         Scenario::Floor(args) => floor::floor(&args),
         Scenario::Million(args) => million::million(&args),
         Scenario::Soak(args) => soak::soak(&args),
+        Scenario::Dnsload(args) => dnsload::dnsload(&args),
         Scenario::All(args) => all::all(&args),
     }
 }
