@@ -2,7 +2,8 @@
 //! dnsperf, not the server, sets the pace. On a 2-core machine the server has one core and
 //! the load generator the other; dnsperf spends more CPU per query than a batching server
 //! does, so it cannot fill the server's core and queries per second understate what the
-//! server can serve. This one sends and reads with `sendmmsg`/`recvmmsg` on connected sockets.
+//! server can serve. This one sends with `sendmmsg` on connected sockets (the blaster's
+//! `send_batch`) and reads with `recvmmsg` (a listener source's `RecvBatch`).
 //!
 //! Closed loop, like dnsperf: each client socket keeps `outstanding / clients` queries in
 //! flight and sends a new one for each response. Queries go to loopback only, and the run
@@ -11,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
+use rgap_core::listener::{RecvBatch, Wait, RECEIVE_BATCH};
+
+use crate::blaster::send_batch;
 
 #[derive(Args)]
 pub struct DnsLoadArgs {
@@ -40,14 +43,14 @@ pub struct DnsLoadArgs {
     outstanding: usize,
 }
 
-/// Datagrams per system call.
+/// Queries per `sendmmsg`.
 const BATCH: usize = 64;
 /// A query with no answer after this long is lost: its place in the window goes to a new
 /// one (and the totals count it as sent but not completed).
 const LOST_AFTER: Duration = Duration::from_millis(500);
 /// After the last send, how long answers are still awaited.
 const DRAIN: Duration = Duration::from_secs(1);
-/// Room for one query.
+/// The longest query in a data file.
 const QUERY_ROOM: usize = 512;
 
 /// One client socket and what it has in flight.
@@ -60,9 +63,8 @@ struct Client {
     in_flight: usize,
     /// The ids sent, oldest first, until answered or lost.
     pending: VecDeque<u16>,
-    /// The batch being sent, reused.
-    out: Vec<[u8; QUERY_ROOM]>,
-    out_lengths: Vec<usize>,
+    /// The batch being sent, its buffers reused.
+    out: Vec<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -120,13 +122,14 @@ fn run(
                 next_query: index % templates.len(),
                 in_flight: 0,
                 pending: VecDeque::new(),
-                out: vec![[0; QUERY_ROOM]; BATCH],
-                out_lengths: vec![0; BATCH],
+                out: (0..BATCH).map(|_| Vec::with_capacity(QUERY_ROOM)).collect(),
             }
         })
         .collect();
     let mut totals = Totals::default();
-    let mut buffers = vec![[0u8; 1500]; BATCH];
+    // A source's buffers keep the first 80 bytes of each datagram: an answer's id is all
+    // this reads.
+    let mut answers = RecvBatch::default();
     let deadline = started + duration;
     let mut sending = true;
     loop {
@@ -139,7 +142,7 @@ fn run(
         }
         let mut answered = 0;
         for client in &mut pool {
-            answered += client.receive(&mut buffers, &mut totals);
+            answered += client.receive(&mut answers, &mut totals);
             client.forget_lost();
             if sending {
                 client.send(window - client.in_flight.min(window), templates, &mut totals);
@@ -179,27 +182,28 @@ fn read_queries(path: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
 
 impl Client {
     /// Reads the answers waiting; returns how many.
-    fn receive(&mut self, buffers: &mut [[u8; 1500]], totals: &mut Totals) -> usize {
+    fn receive(&mut self, answers: &mut RecvBatch, totals: &mut Totals) -> usize {
         let mut total = 0;
         loop {
-            let received = match receive_batch(&self.socket, buffers) {
-                Ok(lengths) => lengths,
+            let received = match answers.receive(&self.socket, Wait::No) {
+                Ok(received) => received,
                 Err(_) => return total,
             };
             let now = Instant::now();
-            for (buffer, &length) in buffers.iter().zip(&received) {
-                if length < 12 {
+            for index in 0..received {
+                let answer = answers.datagram(index);
+                if answer.len() < 12 {
                     continue;
                 }
-                let id = u16::from_be_bytes([buffer[0], buffer[1]]);
+                let id = u16::from_be_bytes([answer[0], answer[1]]);
                 if let Some(sent) = self.sent_at[usize::from(id)].take() {
                     totals.completed += 1;
                     totals.latency += now - sent;
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
             }
-            total += received.len();
-            if received.len() < BATCH {
+            total += received;
+            if received < RECEIVE_BATCH {
                 return total;
             }
         }
@@ -227,89 +231,24 @@ impl Client {
         while count > 0 {
             let batch = count.min(BATCH);
             let now = Instant::now();
-            for (out, length) in self.out.iter_mut().zip(&mut self.out_lengths).take(batch) {
-                let template = &templates[self.next_query];
-                self.next_query = (self.next_query + 1) % templates.len();
-                out[..template.len()].copy_from_slice(template);
+            for out in &mut self.out[..batch] {
+                out.clear();
+                out.extend_from_slice(&templates[self.next_query]);
                 out[..2].copy_from_slice(&self.next_id.to_be_bytes());
-                *length = template.len();
+                self.next_query = (self.next_query + 1) % templates.len();
                 self.sent_at[usize::from(self.next_id)] = Some(now);
+                self.pending.push_back(self.next_id);
                 self.next_id = self.next_id.wrapping_add(1);
             }
-            let sent = send_batch(&self.socket, &self.out[..batch], &self.out_lengths).unwrap_or(0);
-            // Ids of messages the kernel did not take are never answered.
-            for out in &self.out[sent..batch] {
-                self.sent_at[usize::from(u16::from_be_bytes([out[0], out[1]]))] = None;
-            }
-            for out in &self.out[..sent] {
-                self.pending.push_back(u16::from_be_bytes([out[0], out[1]]));
-            }
-            totals.sent += sent as u64;
-            self.in_flight += sent;
-            if sent < batch {
-                return;
-            }
+            let result = send_batch(&self.socket, &self.out[..batch]);
+            // Each is answered or, after LOST_AFTER, given up on; one the kernel refused is
+            // never answered, and not counted as sent.
+            self.in_flight += batch;
+            let Ok(result) = result else { return };
+            totals.sent += result.sent as u64;
             count -= batch;
         }
     }
-}
-
-/// `recvmmsg` into `buffers`: the lengths of the datagrams read (`WouldBlock` when none).
-fn receive_batch(socket: &UdpSocket, buffers: &mut [[u8; 1500]]) -> io::Result<Vec<usize>> {
-    let mut iovecs: Vec<libc::iovec> = buffers
-        .iter_mut()
-        .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
-        .collect();
-    // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
-    let mut headers: Vec<libc::mmsghdr> =
-        (0..iovecs.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (header, iovec) in headers.iter_mut().zip(&mut iovecs) {
-        header.msg_hdr.msg_iov = iovec;
-        header.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: each header points at an iovec over a buffer, all alive for the call.
-    let received = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            headers.as_mut_ptr(),
-            headers.len() as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if received < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(headers[..received as usize].iter().map(|h| h.msg_len as usize).collect())
-}
-
-/// `sendmmsg` of `messages` (each `lengths` long) on a connected socket: how many the kernel
-/// took.
-fn send_batch(
-    socket: &UdpSocket,
-    messages: &[[u8; QUERY_ROOM]],
-    lengths: &[usize],
-) -> io::Result<usize> {
-    let mut iovecs: Vec<libc::iovec> = messages
-        .iter()
-        .zip(lengths)
-        .map(|(m, &len)| libc::iovec { iov_base: m.as_ptr() as *mut libc::c_void, iov_len: len })
-        .collect();
-    // SAFETY: as in `receive_batch`.
-    let mut headers: Vec<libc::mmsghdr> =
-        (0..iovecs.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (header, iovec) in headers.iter_mut().zip(&mut iovecs) {
-        header.msg_hdr.msg_iov = iovec;
-        header.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: each header points at an iovec over a message the kernel only reads.
-    let sent = unsafe {
-        libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), headers.len() as libc::c_uint, 0)
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(sent as usize)
 }
 
 /// Waits up to a millisecond for any client to have an answer.
