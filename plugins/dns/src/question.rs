@@ -130,6 +130,18 @@ mod tests {
         assert_eq!(root.name.as_bytes(), [0]);
     }
 
+    /// A query header and one question, type A class IN, whose name has labels of these
+    /// lengths (each all `a`), written as given whatever the limits.
+    fn with_labels(lengths: &[usize]) -> Vec<u8> {
+        let mut bytes = packet("a.example.", RecordType::A)[..12].to_vec();
+        for &length in lengths {
+            bytes.push(length as u8);
+            bytes.extend(std::iter::repeat_n(b'a', length));
+        }
+        bytes.extend_from_slice(&[0, 0, 1, 0, 1]);
+        bytes
+    }
+
     #[test]
     fn anything_but_plain_labels_within_the_limits_is_left_to_the_general_reader() {
         let good = packet("a.example.", RecordType::A);
@@ -142,27 +154,10 @@ mod tests {
         pointer.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
         assert!(read_question(&pointer).is_none());
         // A label of 64 bytes (length byte 0x40, a reserved label type).
-        let mut long_label = good[..12].to_vec();
-        long_label.push(64);
-        long_label.extend_from_slice(&[b'a'; 64]);
-        long_label.extend_from_slice(&[0, 0, 1, 0, 1]);
-        assert!(read_question(&long_label).is_none());
+        assert!(read_question(&with_labels(&[64])).is_none());
         // 255 bytes of name with the root is the most there can be: 4 labels of 63 take 256.
-        let mut too_long = good[..12].to_vec();
-        for _ in 0..4 {
-            too_long.push(63);
-            too_long.extend_from_slice(&[b'a'; 63]);
-        }
-        too_long.extend_from_slice(&[0, 0, 1, 0, 1]);
-        assert!(read_question(&too_long).is_none());
-        let mut longest = good[..12].to_vec();
-        for _ in 0..3 {
-            longest.push(63);
-            longest.extend_from_slice(&[b'a'; 63]);
-        }
-        longest.push(61);
-        longest.extend_from_slice(&[b'a'; 61]);
-        longest.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert!(read_question(&with_labels(&[63; 4])).is_none());
+        let longest = with_labels(&[63, 63, 63, 61]);
         assert_eq!(read_question(&longest).expect("255 bytes").name.as_bytes().len(), 255);
     }
 }
