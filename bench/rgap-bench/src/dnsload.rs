@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -156,7 +156,7 @@ fn run(
 }
 
 /// The queries of a dnsperf data file, encoded (id 0).
-fn read_queries(path: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
+fn read_queries(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut queries = Vec::new();
     for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -291,7 +291,7 @@ mod tests {
     fn templates() -> Vec<Vec<u8>> {
         let file = tempfile::NamedTempFile::new().unwrap();
         fs::write(file.path(), "a.example. A\n\nb.example. AAAA\n").unwrap();
-        read_queries(&file.path().to_path_buf()).unwrap()
+        read_queries(file.path()).unwrap()
     }
 
     #[test]
@@ -319,7 +319,7 @@ mod tests {
     fn a_data_file_line_needs_a_name_and_a_type() {
         let file = tempfile::NamedTempFile::new().unwrap();
         fs::write(file.path(), "a.example. A\nb.example.\n").unwrap();
-        let error = read_queries(&file.path().to_path_buf()).unwrap_err();
+        let error = read_queries(file.path()).unwrap_err();
         assert_eq!(error, "line 2: expected `name TYPE`");
         assert_eq!(templates().len(), 2, "blank lines are skipped");
     }
