@@ -70,6 +70,11 @@ fn bench(name: &'static str, args: &str) -> Job {
     Job { name, kind: Kind::Bench(args.split_whitespace().map(str::to_owned).collect()) }
 }
 
+/// `bench/dns/run.sh` over `mode` with `loadgen` as the load, 15 s (2 s if `quick`).
+fn dns(name: &'static str, mode: &'static str, loadgen: &'static str, quick: bool) -> Job {
+    Job { name, kind: Kind::Dns { mode, seconds: if quick { 2 } else { 15 }, loadgen } }
+}
+
 /// The scenarios behind the README's figures; `quick` shrinks every load.
 fn jobs(quick: bool, with_soak: bool, out_dir: &Path) -> Vec<Job> {
     let q = |full: &'static str, small: &'static str| if quick { small } else { full };
@@ -112,30 +117,9 @@ fn jobs(quick: bool, with_soak: bool, out_dir: &Path) -> Vec<Job> {
         bench("million-1", &format!("million {million} --groups 1")),
         bench("million-10000", &format!("million {million} --groups {}", q("10000", "1000"))),
         bench("propagation", q("propagation --samples 200", "propagation --samples 20")),
-        Job {
-            name: "dns-udp",
-            kind: Kind::Dns {
-                mode: "udp",
-                seconds: if quick { 2 } else { 15 },
-                loadgen: "dnsperf",
-            },
-        },
-        Job {
-            name: "dns-udp-batched",
-            kind: Kind::Dns {
-                mode: "udp",
-                seconds: if quick { 2 } else { 15 },
-                loadgen: "rgap-bench",
-            },
-        },
-        Job {
-            name: "dns-tcp",
-            kind: Kind::Dns {
-                mode: "tcp",
-                seconds: if quick { 2 } else { 15 },
-                loadgen: "dnsperf",
-            },
-        },
+        dns("dns-udp", "udp", "dnsperf", quick),
+        dns("dns-udp-batched", "udp", "rgap-bench", quick),
+        dns("dns-tcp", "tcp", "dnsperf", quick),
     ];
     if with_soak {
         let plot = out_dir.join("soak.png");
